@@ -1,0 +1,37 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export OMP_NUM_THREADS ?= 2
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install run test bench lint clean
+
+install: $(STAMP)  ## create .venv if needed and install (no-op when nothing changed)
+
+# torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -c constraints.txt -e ".[dev]"
+	@touch $@
+
+run: install  ## run the default pipeline on the embedded real dataset
+	dvc repro
+	dvc metrics show
+
+test: install  ## run the test suite
+	pytest
+
+bench: install  ## benchmarks, as ratios against baselines measured in the same run
+	python benchmarks/run.py
+
+lint: install
+	ruff check trade_agent stages tests benchmarks
+	mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,18 @@
+"""DVC stage `features`: indicators, labels, chronological splits, fitted preprocessor."""
+
+from pathlib import Path
+
+from trade_agent.cli.errors import run_guarded
+from trade_agent.config import load_params
+from trade_agent.features.build import run_features_stage
+from trade_agent.log import setup_logging
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params("params.yaml")
+    run_features_stage(params, Path("data/prepared/market.parquet"), Path("data/features"))
+
+
+if __name__ == "__main__":
+    run_guarded(main)

@@ -1,0 +1,18 @@
+"""DVC stage `prepare`: load the configured market data, validate it, write Parquet."""
+
+from pathlib import Path
+
+from trade_agent.cli.errors import run_guarded
+from trade_agent.config import load_params
+from trade_agent.data.ingest import prepare
+from trade_agent.log import setup_logging
+
+
+def main() -> None:
+    setup_logging()
+    params = load_params("params.yaml")
+    prepare(params.data, Path("data/prepared"), params.base.seed)
+
+
+if __name__ == "__main__":
+    run_guarded(main)

@@ -1,0 +1,141 @@
+"""Shared fixtures: isolated environment, tiny params, small data, one tiny DVC repo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from trade_agent.config import FeaturesConfig, LabelsConfig, Params
+from trade_agent.data import SyntheticSpec, generate_synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for benchmarks.reference_features
+
+# Small but complete: every feature family on, short periods so ~300 bars suffice.
+TINY_FEATURES = {
+    "return_periods": [1, 5],
+    "sma_periods": [5, 10],
+    "ema_periods": [5],
+    "rsi_period": 7,
+    "macd_fast": 5,
+    "macd_slow": 10,
+    "macd_signal": 4,
+    "atr_period": 7,
+    "bbands_period": 10,
+    "stoch_k": 7,
+    "stoch_smooth": 3,
+    "stoch_d": 3,
+    "adx_period": 7,
+    "willr_period": 7,
+    "cci_period": 10,
+    "mfi_period": 7,
+    "obv_window": 10,
+    "volatility_windows": [5],
+    "volume_ratio_window": 10,
+    "sequence_length": 10,
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep DVC/git away from the developer's config and from the network (as DVC's suite does)."""
+    home = tmp_path_factory.mktemp("home")
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "DVC_NO_ANALYTICS": "1",
+            "DVC_SITE_CACHE_DIR": str(home / "dvc-site-cache"),
+            "GIT_AUTHOR_NAME": "test",
+            "GIT_AUTHOR_EMAIL": "test@example.com",
+            "GIT_COMMITTER_NAME": "test",
+            "GIT_COMMITTER_EMAIL": "test@example.com",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    os.environ.pop("TRADE_AGENT_TRACEBACK", None)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def tiny_params_dict(**overrides: dict) -> dict:
+    """params.yaml content for tests: synthetic data, tiny indicator periods."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["data"].update({"source": "synthetic", "synthetic_symbols": 2, "synthetic_bars": 300})
+    raw["features"].update(TINY_FEATURES)
+    raw["labels"]["horizon"] = 2
+    for section, values in overrides.items():
+        raw[section].update(values)
+    return raw
+
+
+@pytest.fixture
+def tiny_params() -> Params:
+    from trade_agent.config import params_from_dict
+
+    return params_from_dict(tiny_params_dict())
+
+
+@pytest.fixture(scope="session")
+def market() -> pd.DataFrame:
+    """Two synthetic symbols x 400 bars (canonical layout)."""
+    return generate_synthetic(SyntheticSpec(n_symbols=2, n_bars=400, seed=7))
+
+
+@pytest.fixture
+def tiny_features() -> FeaturesConfig:
+    return FeaturesConfig(**TINY_FEATURES)
+
+
+@pytest.fixture
+def labels_config() -> LabelsConfig:
+    return replace(LabelsConfig(), horizon=2)
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text.lstrip("\n"))
+    return path
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def dvc_template(tmp_path_factory: pytest.TempPathFactory, _isolated_environment: None) -> Path:
+    """A committed git + DVC repo with this project's pipeline and tiny params (built once)."""
+    repo = tmp_path_factory.mktemp("dvc-template") / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "stages", "trade_agent"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, repo / name)
+    (repo / "data" / "raw").mkdir(parents=True)
+    (repo / "data" / "raw" / ".gitkeep").touch()
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(), sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        result = run(cmd, repo)
+        assert result.returncode == 0, result.stderr
+    return repo
+
+
+@pytest.fixture
+def dvc_repo(dvc_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the template repo for one test."""
+    repo = tmp_path / "repo"
+    shutil.copytree(dvc_template, repo, symlinks=True)
+    return repo

@@ -1,0 +1,136 @@
+"""Feature values, causality, labels and leakage-free splits."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.reference_features import reference_features
+from trade_agent.config import FeaturesConfig, LabelsConfig
+from trade_agent.features import compute_features, feature_names, make_labels, warmup_bars
+from trade_agent.features.build import build_features, minimum_bars
+from trade_agent.features.splits import SPLIT
+
+
+@pytest.mark.parametrize("config", [FeaturesConfig(), "tiny"], ids=["default", "tiny"])
+def test_features_match_reference_computation(
+    market: pd.DataFrame, tiny_features: FeaturesConfig, config: FeaturesConfig | str
+) -> None:
+    config = tiny_features if config == "tiny" else config
+    ours = compute_features(market, config)
+    reference = reference_features(market, config)
+    assert list(ours.columns[2:]) == feature_names(config)
+    # TA-Lib seeds EMA/Wilder averages with an SMA; after 250 bars that start-up has decayed.
+    settled = ours.groupby("symbol").cumcount().to_numpy() >= 250
+    for name in feature_names(config):
+        np.testing.assert_allclose(
+            ours.loc[settled, name], reference.loc[settled, name], rtol=1e-4, atol=1e-9, err_msg=name
+        )
+
+
+def test_no_feature_at_t_depends_on_data_after_t(market: pd.DataFrame) -> None:
+    config = FeaturesConfig()
+    cut = pd.Timestamp(market["timestamp"].iloc[300])
+    before = compute_features(market, config)
+    altered = market.copy()
+    future = altered["timestamp"] > cut
+    rng = np.random.default_rng(0)
+    scale = np.exp(rng.normal(0, 0.05, future.sum()))
+    for column in ("open", "high", "low", "close"):
+        altered.loc[future, column] *= scale
+    altered.loc[future, "volume"] *= 3
+    after = compute_features(altered, config)
+    past = before["timestamp"] <= cut
+    pd.testing.assert_frame_equal(before[past], after[past])
+    assert not before[~past].equals(after[~past])  # the alteration is visible afterwards
+
+
+def test_warmup_is_exactly_the_leading_nan_rows(market: pd.DataFrame) -> None:
+    config = FeaturesConfig()
+    values = compute_features(market, config).drop(columns=["timestamp", "symbol"])
+    first_complete = (
+        values.notna().all(axis=1).groupby(market.sort_values(["symbol", "timestamp"])["symbol"].to_numpy()).idxmax()
+    )
+    offsets = first_complete - np.array([0, 400])
+    assert offsets.tolist() == [warmup_bars(config)] * 2
+
+
+def test_labels_forward_return_and_dead_zone() -> None:
+    close = np.array([100.0, 101.0, 100.5, 103.0, 103.0])
+    market = pd.DataFrame(
+        {
+            "timestamp": pd.bdate_range("2020-01-01", periods=5),
+            "symbol": "A",
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": 1.0,
+        }
+    )
+    labels = make_labels(market, LabelsConfig(horizon=2, dead_zone=0.005))
+    expected = np.log(close[2:] / close[:-2])
+    np.testing.assert_allclose(labels["target_return"].to_numpy()[:3], expected)
+    assert labels["target_direction"].tolist() == [1, 2, 2, -1, -1]  # +0.499% is inside 0.5%
+    flat = make_labels(market, LabelsConfig(horizon=1, dead_zone=0.01))["target_direction"].tolist()
+    assert flat == [1, 1, 2, 1, -1]  # +0.99% and -0.5% are inside the 1% dead zone
+
+
+def test_splits_are_chronological_with_embargo_and_no_window_overlap(market: pd.DataFrame, tiny_params) -> None:
+    feature_set = build_features(market, tiny_params)
+    frame = feature_set.frame
+    h, L = tiny_params.labels.horizon, tiny_params.features.sequence_length
+    assert tiny_params.embargo_bars == h + L
+    times = np.sort(frame["timestamp"].unique())
+    position = {t: i for i, t in enumerate(times)}
+    spans = {name: frame.loc[frame[SPLIT] == name, "timestamp"] for name in ("train", "val", "test")}
+    for earlier, later in (("train", "val"), ("val", "test")):
+        last, first = position[spans[earlier].max()], position[spans[later].min()]
+        # The last label of `earlier` ends at last + h; the first window of `later` starts
+        # at first - L + 1: they must not touch.
+        assert last + h < first - L + 1
+        assert spans[earlier].max() < spans[later].min()
+    # Each (symbol, timestamp) is in exactly one split; labelled rows only.
+    assert not frame.duplicated(["symbol", "timestamp"]).any()
+    in_split = frame[frame[SPLIT] != "excluded"]
+    assert (in_split["target_direction"] >= 0).all()
+    assert "target_return" not in feature_set.feature_names
+    assert not any(name.startswith("target") for name in feature_set.feature_names)
+
+
+def test_scaler_sees_only_training_rows(market: pd.DataFrame, tiny_params) -> None:
+    """Changing validation/test prices must not change any training-row feature value."""
+    base = build_features(market, tiny_params)
+    cut = base.boundaries.train[1]
+    altered = market.copy()
+    later = altered["timestamp"] > cut
+    for column in ("open", "high", "low", "close"):
+        altered.loc[later, column] *= 1.5
+    changed = build_features(altered, tiny_params)
+    train = base.frame[SPLIT] == "train"
+    # Features only: the last training labels look `horizon` bars into the embargo gap.
+    columns = ["timestamp", "symbol", *base.feature_names]
+    pd.testing.assert_frame_equal(base.frame.loc[train, columns], changed.frame.loc[train, columns])
+    scaler_a = base.pipeline.steps[[s.name for s in base.pipeline.steps].index("scale")].state
+    scaler_b = changed.pipeline.steps[[s.name for s in changed.pipeline.steps].index("scale")].state
+    np.testing.assert_array_equal(scaler_a["center"], scaler_b["center"])
+
+
+def test_minimum_bars_is_exact(market: pd.DataFrame, tiny_params) -> None:
+    need = minimum_bars(tiny_params)
+    one = market[market["symbol"] == "SYN0"]
+    build_features(one.iloc[:need], tiny_params)  # exactly enough: works
+    from trade_agent.errors import InsufficientDataError
+
+    with pytest.raises(InsufficientDataError, match=f"needs at least {need} per symbol"):
+        build_features(one.iloc[: need - 1], tiny_params)
+
+
+def test_technical_indicators_can_be_switched_off(market: pd.DataFrame) -> None:
+    config = replace(FeaturesConfig(), technical_indicators=False)
+    names = feature_names(config)
+    assert "rsi_14" not in names and "ret_1" in names
+    assert list(compute_features(market, config).columns[2:]) == names

@@ -1,0 +1,166 @@
+"""Versioned preprocessing: API, persistence without pickle, exact replay, versions, integrity."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.steps_for_tests import add_spread
+from trade_agent.config import FeaturesConfig
+from trade_agent.errors import ConfigError, IntegrityError, PreprocessorError, PreprocessorNotFoundError, SchemaError
+from trade_agent.preprocessing.manager import MODEL_TYPES
+from trade_agent.training import PreprocessorManager
+from trade_agent.training.preprocessor_manager import PreprocessorManager as SeedPathManager
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fitted(manager: PreprocessorManager, market: pd.DataFrame, features: FeaturesConfig, model_type: str = "cnn_lstm"):
+    pipeline = manager.create_standard_pipeline(model_type, features=features)
+    out = pipeline.fit_transform(market, fit_until=market["timestamp"].iloc[250])
+    return pipeline, out
+
+
+def test_seed_import_paths_are_the_same_class() -> None:
+    assert SeedPathManager is PreprocessorManager
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_standard_templates_follow_the_seed_design(
+    tmp_path: Path, market: pd.DataFrame, tiny_features: FeaturesConfig, model_type: str
+) -> None:
+    manager = PreprocessorManager(tmp_path)
+    pipeline, out = _fitted(manager, market, tiny_features, model_type)
+    names = [s.name for s in pipeline.steps]
+    assert names[:3] == ["validate", "fill_missing", "indicators"]
+    assert "scale" in names and "final_validation" in names
+    rl_like = model_type != "cnn_lstm"
+    assert ("reward_shaping" in names) == rl_like and ("state_normalization" in names) == rl_like
+    assert (names[-1] == "unified_validation") == (model_type == "hybrid")
+    assert np.isfinite(out[pipeline.feature_names].to_numpy()).all()
+    assert not set(pipeline.feature_names) & {"open", "high", "low", "close", "volume"}
+    if model_type in ("cnn_lstm", "hybrid"):
+        assert pipeline.sequence_length == tiny_features.sequence_length
+
+
+def test_save_load_roundtrip_is_bit_identical_in_a_fresh_process(
+    tmp_path: Path, market: pd.DataFrame, tiny_features: FeaturesConfig
+) -> None:
+    manager = PreprocessorManager(tmp_path / "pre")
+    pipeline, _ = _fitted(manager, market, tiny_features, "ppo")
+    path = manager.save_pipeline(pipeline, "ppo", {"rows": len(market)})
+    assert sorted(p.name for p in path.iterdir()) == ["pipeline.json", "state.npz"]
+    new_data = market.copy()
+    new_data[["open", "high", "low", "close"]] *= 1.1  # unseen data
+    new_data.to_parquet(tmp_path / "new.parquet")
+    expected = pipeline.transform(new_data)
+    script = (
+        "import sys, pandas as pd\n"
+        "from trade_agent.training import PreprocessorManager\n"
+        f"p = PreprocessorManager({str(tmp_path / 'pre')!r}).load_pipeline({path.name!r})\n"
+        f"p.transform(pd.read_parquet({str(tmp_path / 'new.parquet')!r})).to_parquet(sys.argv[1])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "out.parquet")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    replayed = pd.read_parquet(tmp_path / "out.parquet")
+    pd.testing.assert_frame_equal(replayed, expected.reset_index(drop=True), check_exact=True)
+
+
+def test_nothing_is_pickled(tmp_path: Path, market: pd.DataFrame, tiny_features: FeaturesConfig) -> None:
+    manager = PreprocessorManager(tmp_path)
+    pipeline, _ = _fitted(manager, market, tiny_features)
+    path = manager.save_pipeline(pipeline, "cnn_lstm", {})
+    spec = json.loads((path / "pipeline.json").read_text())
+    steps = {step["name"]: step for step in spec["spec"]["steps"]}
+    assert steps["scale"]["ref"] == "trade_agent.preprocessing.steps:ScaleFeatures"
+    with np.load(path / "state.npz", allow_pickle=False) as arrays:  # would raise on pickled objects
+        assert "scale.center" in arrays.files
+
+
+def test_custom_steps_and_lambdas(tmp_path: Path, market: pd.DataFrame) -> None:
+    manager = PreprocessorManager(tmp_path)
+    pipeline = manager.create_pipeline("cnn_lstm").add_step("spread", add_spread, scale=100.0)
+    out = pipeline.fit_transform(market)
+    assert "spread" in out.columns
+    saved = manager.load_pipeline(manager.save_pipeline(pipeline, "cnn_lstm", {}).name)
+    assert saved.steps[0].kwargs == {"scale": 100.0}
+
+    with_lambda = manager.create_pipeline("cnn_lstm").add_step("double", lambda df: df)
+    with_lambda.fit_transform(market)  # usable in memory ...
+    with pytest.raises(PreprocessorError, match=r"step 'double' uses .*<lambda>, which cannot be saved"):
+        manager.save_pipeline(with_lambda, "cnn_lstm", {})  # ... but never pickled
+
+    def closure(df: pd.DataFrame) -> pd.DataFrame:
+        return df
+
+    with_closure = manager.create_pipeline("cnn_lstm").add_step("c", closure)
+    with_closure.fit_transform(market)
+    with pytest.raises(PreprocessorError, match="closure"):
+        manager.save_pipeline(with_closure, "cnn_lstm", {})
+
+
+def test_transform_names_missing_columns(tmp_path: Path, market: pd.DataFrame, tiny_features: FeaturesConfig) -> None:
+    pipeline, _ = _fitted(PreprocessorManager(tmp_path), market, tiny_features)
+    with pytest.raises(SchemaError, match=r"input is missing column\(s\) volume that preprocessor"):
+        pipeline.transform(market.rename(columns={"volume": "vol"}))
+
+
+def test_idempotent_save_and_semantic_versions(
+    tmp_path: Path, market: pd.DataFrame, tiny_features: FeaturesConfig
+) -> None:
+    manager = PreprocessorManager(tmp_path)
+    first, _ = _fitted(manager, market, tiny_features)
+    a = manager.save_pipeline(first, "cnn_lstm", {})
+    again, _ = _fitted(manager, market, tiny_features)
+    assert manager.save_pipeline(again, "cnn_lstm", {}) == a  # same content: same id
+    refit = manager.create_standard_pipeline("cnn_lstm", features=tiny_features)
+    refit.fit_transform(market, fit_until=market["timestamp"].iloc[200])  # same interface, new fit
+    b = manager.save_pipeline(refit, "cnn_lstm", {})
+    longer = manager.create_standard_pipeline("cnn_lstm", features=tiny_features, sequence_length=20)
+    longer.fit_transform(market)  # new interface (sequence length)
+    c = manager.save_pipeline(longer, "cnn_lstm", {})
+    assert [a.name, b.name, c.name] == [
+        "preprocessor_cnn_lstm_v1.0.0",
+        "preprocessor_cnn_lstm_v1.1.0",
+        "preprocessor_cnn_lstm_v2.0.0",
+    ]
+    assert [m["version"] for m in manager.list_preprocessors("cnn_lstm")] == ["1.0.0", "1.1.0", "2.0.0"]
+    assert manager.list_preprocessors("ppo") == []
+    info = manager.get_preprocessor_info(c.name)
+    assert info["spec"]["sequence_length"] == 20 and info["model_type"] == "cnn_lstm"
+
+
+def test_integrity_detects_tampering(tmp_path: Path, market: pd.DataFrame, tiny_features: FeaturesConfig) -> None:
+    manager = PreprocessorManager(tmp_path)
+    pipeline, _ = _fitted(manager, market, tiny_features)
+    path = manager.save_pipeline(pipeline, "cnn_lstm", {})
+    assert manager.validate_preprocessor_integrity(path.name)
+    meta = json.loads((path / "pipeline.json").read_text())
+    next(s for s in meta["spec"]["steps"] if s["name"] == "scale")["kwargs"]["clip"] = 50.0
+    (path / "pipeline.json").write_text(json.dumps(meta))
+    report = manager.validate_preprocessor_integrity(path.name)
+    assert not report and "content hash differs" in report.problems[0]
+    with pytest.raises(IntegrityError):
+        manager.load_pipeline(path.name)
+    (path / "state.npz").write_bytes(b"corrupt")
+    assert "checksum differs" in manager.validate_preprocessor_integrity(path.name).problems[0]
+
+
+def test_errors_for_unknown_ids_types_and_unfitted(tmp_path: Path) -> None:
+    manager = PreprocessorManager(tmp_path)
+    with pytest.raises(PreprocessorNotFoundError, match="preprocessor 'nope' not found"):
+        manager.load_pipeline("nope")
+    with pytest.raises(ConfigError, match="model type 'lstm' is unknown"):
+        manager.create_standard_pipeline("lstm")
+    with pytest.raises(ConfigError, match="needs a sentiment source"):
+        manager.create_standard_pipeline("cnn_lstm", include_sentiment=True)
+    with pytest.raises(PreprocessorError, match="only fitted pipelines can be saved"):
+        manager.save_pipeline(manager.create_standard_pipeline("cnn_lstm"), "cnn_lstm", {})

@@ -1,0 +1,83 @@
+"""``trade-agent data ...``: prepare and validate market data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trade_agent.config import load_params
+from trade_agent.data.ingest import export_dataset, load_file, prepare
+from trade_agent.errors import InputError
+from trade_agent.features.build import check_enough_bars, minimum_bars, run_features_stage
+from trade_agent.log import setup_logging
+
+data_app = typer.Typer(no_args_is_help=True, help="Prepare and validate market data.")
+console = Console()
+
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
+
+
+@data_app.command("pipeline")
+def pipeline(
+    run: Annotated[
+        bool,
+        typer.Option(
+            "--run", "-r", help="Ingest + features into data/, and export the prepared dataset to data/dataset_<name>/."
+        ),
+    ] = False,
+    validate: Annotated[
+        Path | None,
+        typer.Option("--validate", help="Validate FILE against the configured pipeline and print a summary."),
+    ] = None,
+    params_file: ParamsOption = Path("params.yaml"),
+    name: Annotated[str, typer.Option(help="Dataset name (default: the data source).")] = "",
+    fmt: Annotated[str, typer.Option("--format", help="Export format: csv or parquet.")] = "csv",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Run the data pipeline (-r) or validate a data file (--validate FILE)."""
+    if run == (validate is not None):
+        raise InputError("give exactly one of --run/-r or --validate FILE")
+    if fmt not in ("csv", "parquet"):
+        raise InputError(f"--format {fmt!r} is not supported; use csv or parquet")
+    params = load_params(params_file)
+    if validate is not None:
+        frame, report = load_file(validate, params.data)
+        check_enough_bars(frame, params, str(validate))
+        summary = {
+            "file": str(validate),
+            "rows": report.validation.rows,
+            "symbols": report.validation.symbols,
+            "start": report.validation.start,
+            "end": report.validation.end,
+            "repaired_values": report.validation.repaired_values,
+            "adjusted_with_adj_close": report.validation.adjusted_with_adj_close,
+            "minimum_bars_per_symbol": minimum_bars(params),
+        }
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+            return
+        table = Table(title=f"{validate}: valid", show_header=False)
+        for key, value in summary.items():
+            table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
+        console.print(table)
+        return
+    setup_logging()
+    frame, report = prepare(params.data, Path("data/prepared"), params.base.seed)
+    run_features_stage(params, Path("data/prepared/market.parquet"), Path("data/features"))
+    dataset_name = name or (
+        Path(params.data.path).name.split(".")[0] if params.data.source == "file" else params.data.source
+    )
+    path = export_dataset(frame, report, Path("data") / f"dataset_{dataset_name}", fmt)
+    if as_json:
+        typer.echo(json.dumps({"dataset": str(path), "rows": len(frame)}))
+    else:
+        console.print(
+            f"prepared {len(frame)} rows of {', '.join(report.validation.symbols)} "
+            f"({report.validation.start[:10]}..{report.validation.end[:10]}, "
+            f"{report.validation.total_repaired} values repaired) -> {path}"
+        )

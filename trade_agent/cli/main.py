@@ -1,0 +1,62 @@
+"""Entry point of the ``trade-agent`` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from trade_agent import __version__
+from trade_agent.cli.data import data_app
+from trade_agent.cli.errors import report_error, traceback_requested
+from trade_agent.errors import TradeAgentError
+
+
+class _GuardedGroup(TyperGroup):
+    """Root group: every TradeAgentError becomes one red line and its exit code."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context type is private
+        try:
+            return super().invoke(ctx)
+        except TradeAgentError as error:
+            if traceback_requested():
+                raise
+            sys.exit(report_error(error))
+
+
+app = typer.Typer(
+    cls=_GuardedGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help="Reproducible, incremental training of hierarchical trading models.",
+)
+app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"trade-agent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    traceback: Annotated[bool, typer.Option("--traceback", help="Show the full stack on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """trade-agent: data -> CNN-LSTM -> RL agents -> hybrids -> ensembles, built by DVC."""
+    if traceback:
+        os.environ["TRADE_AGENT_TRACEBACK"] = "1"
+
+
+def main() -> None:
+    """Console-script entry; ``--traceback`` is accepted anywhere on the command line."""
+    if "--traceback" in sys.argv[1:]:
+        sys.argv.remove("--traceback")
+        os.environ["TRADE_AGENT_TRACEBACK"] = "1"
+    app(prog_name="trade-agent")

@@ -1,0 +1,129 @@
+"""Load market data from the configured source into the canonical, validated frame."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from trade_agent.config import DataConfig
+from trade_agent.data.loaders import LINE, RawTable, read_table
+from trade_agent.data.sample import SAMPLE_SYMBOLS, sample_file
+from trade_agent.data.schema import SYMBOL, TIMESTAMP
+from trade_agent.data.synthetic import SyntheticSpec, bayes_directional_accuracy, generate_synthetic
+from trade_agent.data.validation import ValidationReport, validate_market_table
+from trade_agent.errors import DataValidationError
+from trade_agent.io import atomic_path, sha256_file, write_json, write_parquet
+
+
+@dataclass
+class IngestReport:
+    """Provenance and cleaning summary of one load (written to ``report.json``)."""
+
+    source: str
+    path: str = ""
+    file_sha256: str = ""
+    validation: ValidationReport = field(default_factory=ValidationReport)
+    dropped_unaligned_rows: int = 0
+    synthetic: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["repaired_total"] = self.validation.total_repaired
+        return out
+
+
+def load_file(path: str | Path, config: DataConfig) -> tuple[pd.DataFrame, IngestReport]:
+    """Read and validate one user file (see :mod:`trade_agent.data.loaders` for formats)."""
+    raw = read_table(path, symbol=config.symbol)
+    frame, validation = validate_market_table(raw, max_gap=config.max_gap, date_format=config.date_format)
+    return frame, IngestReport(source="file", path=str(path), file_sha256=sha256_file(path), validation=validation)
+
+
+def load_market_data(config: DataConfig, seed: int = 42) -> tuple[pd.DataFrame, IngestReport]:
+    """Load ``config.source``, filter symbols and align calendars.
+
+    Raises:
+        DataSourceError / DataValidationError: with file, column and row of the problem.
+    """
+    if config.source == "synthetic":
+        spec = SyntheticSpec(
+            n_symbols=config.synthetic_symbols,
+            n_bars=config.synthetic_bars,
+            ar=config.synthetic_ar,
+            volatility=config.synthetic_volatility,
+            seed=seed,
+        )
+        generated = generate_synthetic(spec)
+        raw = RawTable(
+            frame=generated.assign(**{LINE: range(1, len(generated) + 1)}), source="<synthetic>", row_label="row"
+        )
+        frame, validation = validate_market_table(raw)
+        report = IngestReport(
+            source="synthetic",
+            validation=validation,
+            synthetic={
+                **asdict(spec),
+                "bayes_directional_accuracy": {h: bayes_directional_accuracy(spec.ar, h) for h in (1, 5, 10, 20)},
+            },
+        )
+    elif config.source == "sample":
+        path = sample_file()
+        frame, report = load_file(path, config)
+        report.source = "sample"
+        report.path = "bokeh_sampledata/_data/stocks.csv.gz"
+        wanted = config.symbols or list(SAMPLE_SYMBOLS)
+        frame = frame[frame[SYMBOL].isin(wanted)]
+    else:
+        frame, report = load_file(config.path, config)
+
+    if config.symbols:
+        missing = sorted(set(config.symbols) - set(frame[SYMBOL]))
+        if missing:
+            raise DataValidationError(
+                f"{report.path or report.source}: symbol {missing[0]!r} from data.symbols not found; "
+                f"available: {', '.join(sorted(frame[SYMBOL].unique()))}"
+            )
+        frame = frame[frame[SYMBOL].isin(config.symbols)]
+    if config.align and frame[SYMBOL].nunique() > 1:
+        counts = frame.groupby(TIMESTAMP)[SYMBOL].transform("size")
+        aligned = frame[counts.to_numpy() == frame[SYMBOL].nunique()]
+        report.dropped_unaligned_rows = len(frame) - len(aligned)
+        frame = aligned
+    frame = frame.reset_index(drop=True)
+    report.validation.rows = len(frame)
+    report.validation.symbols = sorted(frame[SYMBOL].unique().tolist())
+    report.validation.start = str(frame[TIMESTAMP].min())
+    report.validation.end = str(frame[TIMESTAMP].max())
+    return frame, report
+
+
+def prepare(config: DataConfig, out_dir: Path, seed: int = 42) -> tuple[pd.DataFrame, IngestReport]:
+    """The ``prepare`` stage: load + validate, then write ``market.parquet`` and ``report.json``.
+
+    Nothing is written when loading or validation fails.
+    """
+    frame, report = load_market_data(config, seed)
+    write_parquet(out_dir / "market.parquet", frame)
+    write_json(out_dir / "report.json", report.to_dict())
+    return frame, report
+
+
+def export_dataset(frame: pd.DataFrame, report: IngestReport, out_dir: Path, fmt: str = "csv") -> Path:
+    """Write the prepared dataset as a file ``trade-agent train ... DATA`` accepts.
+
+    Creates ``<out_dir>/dataset.<fmt>`` (long format) and ``metadata.json``.
+    """
+    path = out_dir / f"dataset.{fmt}"
+    if fmt == "parquet":
+        write_parquet(path, frame)
+    else:
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False, date_format="%Y-%m-%d %H:%M:%S")
+    write_json(
+        out_dir / "metadata.json",
+        {**report.to_dict(), "file": path.name, "sha256": sha256_file(path), "columns": list(frame.columns)},
+    )
+    return path

@@ -1,0 +1,191 @@
+"""The ``features`` stage: features + labels + splits + a fitted, saved preprocessor.
+
+Output frame (one row per symbol and bar after the warm-up, sorted by symbol then time):
+``timestamp, symbol, split, <features...>, target_return, target_direction``. Rows of the
+embargo gaps and the unlabelled tail are kept with ``split == "excluded"`` because later
+stages cut input windows that reach back across them; they are never training targets.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trade_agent.config import Params
+from trade_agent.data.schema import SYMBOL, TIMESTAMP
+from trade_agent.data.synthetic import bayes_directional_accuracy
+from trade_agent.errors import InsufficientDataError
+from trade_agent.features.indicators import warmup_bars
+from trade_agent.features.labels import TARGET_DIRECTION, TARGET_RETURN, make_labels
+from trade_agent.features.splits import (
+    SPLIT,
+    SPLIT_NAMES,
+    SplitBoundaries,
+    assign_splits,
+    compute_boundaries,
+    minimum_labelled_bars,
+)
+from trade_agent.io import read_json, write_json, write_parquet
+from trade_agent.preprocessing.manager import PreprocessorManager
+from trade_agent.preprocessing.pipeline import PreprocessingPipeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureSet:
+    """Result of :func:`build_features`."""
+
+    frame: pd.DataFrame
+    feature_names: list[str]
+    boundaries: SplitBoundaries
+    pipeline: PreprocessingPipeline
+    warmup: int
+
+
+def minimum_bars(params: Params) -> int:
+    """Bars per symbol the configured pipeline needs: warm-up + splits/embargo + horizon."""
+    fractions = (params.splits.train, params.splits.val, params.splits.test)
+    labelled = minimum_labelled_bars(fractions, params.embargo_bars, params.features.sequence_length)
+    return warmup_bars(params.features) + labelled + params.labels.horizon
+
+
+def check_enough_bars(market: pd.DataFrame, params: Params, source: str) -> None:
+    """Raise :class:`InsufficientDataError` naming the shortest symbol and the minimum."""
+    need = minimum_bars(params)
+    counts = market.groupby(SYMBOL).size()
+    if counts.empty or counts.min() < need:
+        symbol = counts.idxmin() if not counts.empty else "-"
+        have = int(counts.min()) if not counts.empty else 0
+        raise InsufficientDataError(
+            f"{source}: symbol {symbol} has {have} bars; the configured pipeline needs at least "
+            f"{need} per symbol (warm-up {warmup_bars(params.features)} + horizon "
+            f"{params.labels.horizon} + 3 splits of >= {params.features.sequence_length} bars + "
+            f"2 embargoes of {params.embargo_bars}); supply more data or lower "
+            "features.sequence_length / labels.horizon / the indicator periods"
+        )
+
+
+def build_features(market: pd.DataFrame, params: Params, source: str = "market data") -> FeatureSet:
+    """Compute the feature set without writing anything (see module docstring).
+
+    Raises:
+        InsufficientDataError: too few bars for warm-up, splits and embargo.
+        DataValidationError / SchemaError: from the preprocessing steps.
+    """
+    check_enough_bars(market, params, source)
+    market = market.sort_values([SYMBOL, TIMESTAMP], kind="stable").reset_index(drop=True)
+    labels = make_labels(market, params.labels)
+    warmup = warmup_bars(params.features)
+    position = market.groupby(SYMBOL).cumcount().to_numpy()
+    usable = (position >= warmup) & (labels[TARGET_DIRECTION].to_numpy() >= 0)
+    timestamps = np.sort(market.loc[usable, TIMESTAMP].unique())
+    fractions = (params.splits.train, params.splits.val, params.splits.test)
+    bounds = compute_boundaries(timestamps, fractions, params.embargo_bars, params.features.sequence_length, source)
+
+    pipeline = PreprocessorManager().create_standard_pipeline(
+        "cnn_lstm",
+        scaling_method=params.preprocessing.scaling,
+        include_technical_indicators=params.features.technical_indicators,
+        include_sentiment=params.sentiment.enabled,
+        sequence_length=params.features.sequence_length,
+        features=params.features,
+        sentiment=params.sentiment,
+        max_gap=params.data.max_gap,
+        clip=params.preprocessing.clip,
+    )
+    features = pipeline.fit_transform(market, fit_until=bounds.train[1])
+    names = pipeline.feature_names
+    frame = features.merge(labels, on=[TIMESTAMP, SYMBOL], how="left", validate="one_to_one")
+    frame[names] = frame[names].astype(np.float32)
+    frame.insert(2, SPLIT, assign_splits(frame[TIMESTAMP], bounds))
+    unlabelled = frame[TARGET_DIRECTION].to_numpy() < 0
+    frame.loc[unlabelled, SPLIT] = "excluded"
+    frame[SPLIT] = frame[SPLIT].astype(str)
+    return FeatureSet(frame=frame, feature_names=names, boundaries=bounds, pipeline=pipeline, warmup=warmup)
+
+
+def describe(feature_set: FeatureSet, params: Params) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(schema, report) dicts written next to the features."""
+    frame = feature_set.frame
+    schema = {
+        "feature_names": feature_set.feature_names,
+        "targets": [TARGET_RETURN, TARGET_DIRECTION],
+        "classes": {"0": "down", "1": "flat", "2": "up"},
+        "splits": feature_set.boundaries.to_dict(),
+        "horizon": params.labels.horizon,
+        "dead_zone": params.labels.dead_zone,
+        "sequence_length": params.features.sequence_length,
+        "warmup_bars": feature_set.warmup,
+        "symbols": sorted(frame[SYMBOL].unique().tolist()),
+        "preprocessor_id": feature_set.pipeline.version,
+    }
+    report: dict[str, Any] = {"n_features": len(feature_set.feature_names)}
+    for name in SPLIT_NAMES:
+        part = frame[frame[SPLIT] == name]
+        counts = np.bincount(part[TARGET_DIRECTION].to_numpy(np.int64), minlength=3)
+        report[name] = {
+            "rows": len(part),
+            "class_share": {
+                cls: round(float(c) / max(len(part), 1), 4)
+                for cls, c in zip(("down", "flat", "up"), counts, strict=True)
+            },
+        }
+    return schema, report
+
+
+def training_data_info(feature_set: FeatureSet, params: Params, source: str) -> dict[str, Any]:
+    """What the preprocessor was fitted on (stored in its metadata)."""
+    frame = feature_set.frame
+    train = frame[frame[SPLIT] == "train"]
+    return {
+        "source": source,
+        "symbols": sorted(frame[SYMBOL].unique().tolist()),
+        "fit_rows": len(train),
+        "fit_until": str(feature_set.boundaries.train[1]),
+        "features": asdict(params.features),
+    }
+
+
+def save_preprocessor(feature_set: FeatureSet, params: Params, root: Path, source: str) -> str:
+    """Save the fitted pipeline under ``root``; returns its id."""
+    manager = PreprocessorManager(root)
+    path = manager.save_pipeline(feature_set.pipeline, "cnn_lstm", training_data_info(feature_set, params, source))
+    return path.name
+
+
+def run_features_stage(params: Params, market_path: Path, out_dir: Path) -> FeatureSet:
+    """The ``features`` stage: read prepared bars, build, then write every output.
+
+    Writes ``features.parquet``, ``schema.json``, ``report.json`` and ``preprocessor/``
+    under ``out_dir`` only after everything was computed.
+    """
+    market = pd.read_parquet(market_path)
+    feature_set = build_features(market, params, source=str(market_path))
+    preprocessor_root = out_dir / "preprocessor"
+    if preprocessor_root.exists():
+        shutil.rmtree(preprocessor_root)
+    save_preprocessor(feature_set, params, preprocessor_root, str(market_path))
+    schema, report = describe(feature_set, params)
+    prepared_report = market_path.parent / "report.json"
+    if prepared_report.is_file():
+        synthetic = read_json(prepared_report).get("synthetic") or {}
+        if synthetic:
+            report["bayes_directional_accuracy"] = bayes_directional_accuracy(synthetic["ar"], params.labels.horizon)
+    write_parquet(out_dir / "features.parquet", feature_set.frame)
+    write_json(out_dir / "schema.json", schema)
+    write_json(out_dir / "report.json", report)
+    log.info(
+        "features: %d rows x %d features (%s), preprocessor %s",
+        len(feature_set.frame),
+        len(feature_set.feature_names),
+        ", ".join(f"{k} {report[k]['rows']}" for k in SPLIT_NAMES),
+        feature_set.pipeline.version,
+    )
+    return feature_set

@@ -1,0 +1,32 @@
+"""Logging to the console (rich, stderr) and to ``logs/training.log``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+LOG_FILE = Path("logs/training.log")
+
+
+def setup_logging(level: int = logging.INFO, log_file: Path | None = LOG_FILE) -> None:
+    """Configure the ``trade_agent`` logger once per process (idempotent)."""
+    logger = logging.getLogger("trade_agent")
+    if getattr(logger, "_trade_agent_configured", False):
+        return
+    logger.setLevel(level)
+    console = RichHandler(
+        console=Console(stderr=True), show_path=False, rich_tracebacks=False, show_time=not os.environ.get("CI")
+    )
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.propagate = False
+    logger._trade_agent_configured = True  # type: ignore[attr-defined]

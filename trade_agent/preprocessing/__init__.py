@@ -1,0 +1,6 @@
+"""Versioned, pickle-free preprocessing pipelines saved with every model."""
+
+from trade_agent.preprocessing.manager import IntegrityReport, PreprocessorManager
+from trade_agent.preprocessing.pipeline import FittedStep, PreprocessingPipeline
+
+__all__ = ["FittedStep", "IntegrityReport", "PreprocessingPipeline", "PreprocessorManager"]

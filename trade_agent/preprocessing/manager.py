@@ -1,0 +1,268 @@
+"""Versioned storage of fitted preprocessing pipelines.
+
+Layout: ``<preprocessor_root>/<id>/pipeline.json`` (steps, columns, version, checksums,
+training-data info) and ``state.npz`` (learned arrays). The id is
+``preprocessor_<model_type>_v<MAJOR.MINOR.PATCH>``. Saving content that is already stored
+returns the existing id; otherwise the version bumps MINOR when the interface (schema
+hash) equals the latest of that model type and MAJOR when it changed. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trade_agent.config import FeaturesConfig, SentimentConfig
+from trade_agent.errors import ConfigError, IntegrityError, PreprocessorError, PreprocessorNotFoundError
+from trade_agent.io import read_json, read_npz, sha256_file, write_json, write_npz
+from trade_agent.preprocessing import steps
+from trade_agent.preprocessing.pipeline import PreprocessingPipeline
+
+MODEL_TYPES: tuple[str, ...] = ("cnn_lstm", "ppo", "sac", "td3", "hybrid", "ensemble")
+RL_TYPES: tuple[str, ...] = ("ppo", "sac", "td3")
+PIPELINE_FILE = "pipeline.json"
+STATE_FILE = "state.npz"
+
+
+@dataclass
+class IntegrityReport:
+    """Outcome of an integrity check; truthy when everything matched."""
+
+    preprocessor_id: str
+    problems: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return not self.problems
+
+
+def _parse_version(version: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(x) for x in version.split("."))
+    return major, minor, patch
+
+
+class PreprocessorManager:
+    """Create, save, load and verify preprocessing pipelines.
+
+    Args:
+        preprocessor_root: directory holding one sub-directory per saved pipeline.
+    """
+
+    def __init__(self, preprocessor_root: str | Path = "models/preprocessors") -> None:
+        self.root = Path(preprocessor_root)
+
+    # -- building -------------------------------------------------------------------
+
+    def create_pipeline(self, model_type: str, version: str | None = None) -> PreprocessingPipeline:
+        """An empty pipeline for ``model_type`` to add custom steps to."""
+        self._check_model_type(model_type)
+        return PreprocessingPipeline(model_type, version=version)
+
+    def create_standard_pipeline(
+        self,
+        model_type: str,
+        scaling_method: str = "robust",
+        include_technical_indicators: bool = True,
+        include_sentiment: bool = False,
+        sequence_length: int | None = None,
+        *,
+        features: FeaturesConfig | None = None,
+        sentiment: SentimentConfig | None = None,
+        max_gap: int = 3,
+        clip: float = 5.0,
+    ) -> PreprocessingPipeline:
+        """The seed design's template for ``model_type``.
+
+        cnn_lstm: validate, fill missing, indicators, sentiment, scale, final validation
+        (sequences are cut from the result with ``sequence_length``); ppo/sac/td3: the same
+        plus reward-shaping features and state normalisation; hybrid: both views and a
+        check that both exist; ensemble: the RL template (members' own pipelines are
+        coordinated with :meth:`check_compatibility`).
+
+        Raises:
+            ConfigError: unknown model type/scaling method, or sentiment requested without
+                a configured source.
+        """
+        self._check_model_type(model_type)
+        if scaling_method not in ("robust", "standard", "minmax"):
+            raise ConfigError(f"scaling_method '{scaling_method}' is unknown; use robust, standard or minmax")
+        features = features or FeaturesConfig()
+        features = FeaturesConfig(**{**asdict(features), "technical_indicators": include_technical_indicators})
+        if sequence_length is None and model_type in ("cnn_lstm", "hybrid"):
+            sequence_length = features.sequence_length
+        pipeline = PreprocessingPipeline(model_type, sequence_length=sequence_length)
+        pipeline.add_step("validate", steps.validate_input)
+        pipeline.add_step("fill_missing", steps.fill_missing, max_gap=max_gap)
+        pipeline.add_step("indicators", steps.add_indicators, **asdict(features))
+        if include_sentiment:
+            sentiment = sentiment or SentimentConfig()
+            if sentiment.source == "none" or not sentiment.path:
+                raise ConfigError(
+                    "include_sentiment needs a sentiment source: set sentiment.source "
+                    "('scores' or 'headlines') and sentiment.path"
+                )
+            pipeline.add_step("sentiment", steps.add_sentiment, **{**asdict(sentiment), "enabled": True})
+        rl_like = model_type in (*RL_TYPES, "hybrid", "ensemble")
+        if rl_like:
+            pipeline.add_step("reward_shaping", steps.add_reward_shaping_features)
+        pipeline.add_step("scale", steps.ScaleFeatures, method=scaling_method, clip=clip)
+        if rl_like:
+            pipeline.add_step("state_normalization", steps.NormalizeState, clip=clip * 2)
+        pipeline.add_step("final_validation", steps.finalize_features)
+        if model_type == "hybrid":
+            pipeline.add_step("unified_validation", steps.check_views, required_prefixes=["ret_", "rs_"])
+        return pipeline
+
+    @staticmethod
+    def check_compatibility(pipelines: list[PreprocessingPipeline]) -> None:
+        """Ensemble coordination: members must accept the same raw input columns.
+
+        Raises:
+            PreprocessorError: a member needs columns another does not provide.
+        """
+        if not pipelines:
+            return
+        reference = set(pipelines[0].input_columns)
+        for pipeline in pipelines[1:]:
+            if set(pipeline.input_columns) != reference:
+                raise PreprocessorError(
+                    f"ensemble members need different inputs: {sorted(reference)} vs "
+                    f"{sorted(pipeline.input_columns)} ({pipeline.version}); use members trained on one dataset"
+                )
+
+    # -- storage --------------------------------------------------------------------
+
+    def save_pipeline(
+        self, pipeline: PreprocessingPipeline, model_type: str, training_data_info: dict[str, Any] | None = None
+    ) -> Path:
+        """Save a fitted pipeline; returns its directory (the id is the directory name).
+
+        Raises:
+            PreprocessorError: not fitted, or a step cannot be saved (lambda/closure).
+        """
+        self._check_model_type(model_type)
+        if not pipeline.fitted:
+            raise PreprocessorError("only fitted pipelines can be saved; call fit_transform first")
+        spec = pipeline.to_spec()  # refuses lambdas/closures before anything is written
+        content_hash, schema_hash = pipeline.content_hash(), pipeline.schema_hash()
+        for info in self.list_preprocessors(model_type):
+            if info["content_hash"] == content_hash:
+                pipeline.version = info["id"]
+                return self.root / info["id"]
+        self.root.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):
+            version = self._next_version(model_type, schema_hash)
+            preprocessor_id = f"preprocessor_{model_type}_v{version}"
+            target = self.root / preprocessor_id
+            tmp = Path(tempfile.mkdtemp(prefix=f".{preprocessor_id}.", dir=self.root))
+            try:
+                write_npz(tmp / STATE_FILE, pipeline.state_arrays())
+                write_json(
+                    tmp / PIPELINE_FILE,
+                    {
+                        "id": preprocessor_id,
+                        "version": version,
+                        "model_type": model_type,
+                        "content_hash": content_hash,
+                        "schema_hash": schema_hash,
+                        "state_sha256": sha256_file(tmp / STATE_FILE),
+                        "training_data_info": training_data_info or {},
+                        "spec": spec,
+                    },
+                )
+                # rename() onto an existing non-empty directory fails: a concurrent saver
+                # that took this version makes us retry with the next one.
+                os.rename(tmp, target)
+            except OSError:
+                if not target.exists():
+                    raise
+                continue
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            pipeline.version = preprocessor_id
+            return target
+        raise PreprocessorError(f"could not allocate a version under {self.root}; too many concurrent savers")
+
+    def load_pipeline(self, preprocessor_id: str) -> PreprocessingPipeline:
+        """Load a saved pipeline after verifying its checksums.
+
+        Raises:
+            PreprocessorNotFoundError: unknown id. IntegrityError: files were altered.
+        """
+        report = self.validate_preprocessor_integrity(preprocessor_id)
+        if not report:
+            raise IntegrityError(f"preprocessor {preprocessor_id}: {report.problems[0]}; re-create it")
+        directory = self.root / preprocessor_id
+        meta = read_json(directory / PIPELINE_FILE)
+        return PreprocessingPipeline.from_spec(meta["spec"], read_npz(directory / STATE_FILE), version=preprocessor_id)
+
+    def list_preprocessors(self, model_type: str | None = None) -> list[dict[str, Any]]:
+        """Summaries of saved pipelines, oldest version first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for meta_file in sorted(self.root.glob(f"*/{PIPELINE_FILE}")):
+            meta = read_json(meta_file)
+            if model_type is None or meta["model_type"] == model_type:
+                found.append(
+                    {k: meta[k] for k in ("id", "version", "model_type", "content_hash", "schema_hash")}
+                    | {
+                        "n_features": len(meta["spec"]["output_columns"]) - 2,
+                        "sequence_length": meta["spec"]["sequence_length"],
+                    }
+                )
+        return sorted(found, key=lambda m: (m["model_type"], _parse_version(m["version"])))
+
+    def get_preprocessor_info(self, preprocessor_id: str) -> dict[str, Any]:
+        """Full metadata of one saved pipeline (steps, columns, checksums, data info)."""
+        meta_file = self.root / preprocessor_id / PIPELINE_FILE
+        if not meta_file.is_file():
+            known = ", ".join(m["id"] for m in self.list_preprocessors()) or "none"
+            raise PreprocessorNotFoundError(
+                f"preprocessor '{preprocessor_id}' not found in {self.root}; known: {known}"
+            )
+        info: dict[str, Any] = read_json(meta_file)
+        return info
+
+    def validate_preprocessor_integrity(self, preprocessor_id: str) -> IntegrityReport:
+        """Recompute checksums and the content hash of a saved pipeline."""
+        meta = self.get_preprocessor_info(preprocessor_id)
+        report = IntegrityReport(preprocessor_id)
+        directory = self.root / preprocessor_id
+        state = directory / STATE_FILE
+        if not state.is_file():
+            report.problems.append(f"{state} is missing")
+            return report
+        if sha256_file(state) != meta["state_sha256"]:
+            report.problems.append(f"{state} checksum differs from pipeline.json")
+            return report
+        try:
+            pipeline = PreprocessingPipeline.from_spec(meta["spec"], read_npz(state))
+        except (PreprocessorError, KeyError) as exc:
+            report.problems.append(f"cannot rebuild pipeline: {exc}")
+            return report
+        if pipeline.content_hash() != meta["content_hash"]:
+            report.problems.append("content hash differs from pipeline.json (steps or arrays changed)")
+        return report
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _next_version(self, model_type: str, schema_hash: str) -> str:
+        existing = self.list_preprocessors(model_type)
+        if not existing:
+            return "1.0.0"
+        major = _parse_version(existing[-1]["version"])[0]
+        latest_schema = existing[-1]["schema_hash"]
+        # Highest minor within the current major line, so versions are never reused.
+        minor = max(_parse_version(m["version"])[1] for m in existing if _parse_version(m["version"])[0] == major)
+        if latest_schema == schema_hash:
+            return f"{major}.{minor + 1}.0"
+        return f"{max(_parse_version(m['version'])[0] for m in existing) + 1}.0.0"
+
+    @staticmethod
+    def _check_model_type(model_type: str) -> None:
+        if model_type not in MODEL_TYPES:
+            raise ConfigError(f"model type '{model_type}' is unknown; use one of {', '.join(MODEL_TYPES)}")
