@@ -22,6 +22,16 @@ def _ema(s: pd.Series, n: int) -> pd.Series:
     return s.ewm(span=n, adjust=False).mean()
 
 
+def _rolling_mean_deviation(s: pd.Series, n: int) -> pd.Series:
+    """Mean absolute deviation over a trailing window (vectorised; pandas has no builtin)."""
+    values = s.to_numpy()
+    out = np.full(len(values), np.nan)
+    if len(values) >= n:
+        windows = np.lib.stride_tricks.sliding_window_view(values, n)
+        out[n - 1 :] = np.abs(windows - windows.mean(axis=1, keepdims=True)).mean(axis=1)
+    return pd.Series(out, index=s.index)
+
+
 def _one_symbol(g: pd.DataFrame, cfg: FeaturesConfig) -> pd.DataFrame:
     o, h, low, c, v = (g[k] for k in ("open", "high", "low", "close", "volume"))
     out = {}
@@ -64,7 +74,7 @@ def _one_symbol(g: pd.DataFrame, cfg: FeaturesConfig) -> pd.DataFrame:
     out[f"willr_{cfg.willr_period}"] = -(hh_w - c) / (hh_w - ll_w)
     tp = (h + low + c) / 3
     tp_mean = tp.rolling(cfg.cci_period).mean()
-    mean_dev = tp.rolling(cfg.cci_period).apply(lambda x: np.abs(x - x.mean()).mean(), raw=True)
+    mean_dev = _rolling_mean_deviation(tp, cfg.cci_period)
     out[f"cci_{cfg.cci_period}"] = (tp - tp_mean) / (0.015 * mean_dev) / 100
     flow = tp * v
     pos = flow.where(tp > tp.shift(1), 0.0).rolling(cfg.mfi_period).sum()

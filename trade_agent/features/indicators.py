@@ -62,7 +62,7 @@ def feature_names(config: FeaturesConfig) -> list[str]:
 
 
 def _symbol_features(
-    o: FloatArray, h: FloatArray, low: FloatArray, c: FloatArray, v: FloatArray, config: FeaturesConfig
+    o: FloatArray, h: FloatArray, low: FloatArray, c: FloatArray, v: FloatArray, *, config: FeaturesConfig
 ) -> dict[str, FloatArray]:
     cols: dict[str, FloatArray] = {}
     log_c = np.log(c)
@@ -117,32 +117,34 @@ def compute_features(market: pd.DataFrame, config: FeaturesConfig) -> pd.DataFra
         A frame with ``timestamp, symbol`` and :func:`feature_names` columns (float64),
         row-aligned with ``market`` sorted by symbol then time. Warm-up rows hold NaN.
     """
-    market = market.sort_values([SYMBOL, TIMESTAMP], kind="stable").reset_index(drop=True)
+    codes, _ = pd.factorize(market[SYMBOL], sort=True)
+    times = market[TIMESTAMP].to_numpy()
+    in_order = bool(np.all(np.diff(codes) >= 0)) and bool(
+        np.all((np.diff(codes) > 0) | (np.diff(times) > np.timedelta64(0)))
+    )
+    if not in_order:  # sort only when needed: it costs as much as several indicators
+        order = np.lexsort((times, codes))
+        market, codes, times = market.iloc[order].reset_index(drop=True), codes[order], times[order]
     names = feature_names(config)
-    values = np.full((len(market), len(names)), np.nan)
-    column_of = {n: i for i, n in enumerate(names)}
-    symbols = market[SYMBOL].to_numpy()
-    bounds = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1], True])
-    arrays = {c: market[c].to_numpy(np.float64) for c in ("open", "high", "low", "close", "volume")}
+    # Feature-major layout: each indicator writes one contiguous row, and the transposed
+    # view is the column-major block pandas stores, so no copy is made at the end.
+    values = np.full((len(names), len(market)), np.nan)
+    row_of = {n: i for i, n in enumerate(names)}
+    bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+    arrays = [market[c].to_numpy(np.float64) for c in ("open", "high", "low", "close", "volume")]
     for start, stop in itertools.pairwise(bounds):
-        o, h, low, c, v = (arrays[k][start:stop] for k in ("open", "high", "low", "close", "volume"))
-        cols = _symbol_features(o, h, low, c, v, config)
+        cols = _symbol_features(*(a[start:stop] for a in arrays), config=config)
         for name, column in cols.items():
-            values[start:stop, column_of[name]] = column
+            values[row_of[name], start:stop] = column
     if config.calendar:
         ts = market[TIMESTAMP].dt
         dow = ts.day_of_week.to_numpy() * (2 * np.pi / 7)
         month = (ts.month.to_numpy() - 1) * (2 * np.pi / 12)
-        for name, column in (
-            ("dow_sin", np.sin(dow)),
-            ("dow_cos", np.cos(dow)),
-            ("month_sin", np.sin(month)),
-            ("month_cos", np.cos(month)),
-        ):
-            values[:, column_of[name]] = column
-    out = pd.DataFrame(values, columns=names)
-    out.insert(0, SYMBOL, market[SYMBOL].to_numpy())
-    out.insert(0, TIMESTAMP, market[TIMESTAMP].to_numpy())
+        values[row_of["dow_sin"]], values[row_of["dow_cos"]] = np.sin(dow), np.cos(dow)
+        values[row_of["month_sin"]], values[row_of["month_cos"]] = np.sin(month), np.cos(month)
+    out = pd.DataFrame(values.T, columns=names, copy=False)
+    out.insert(0, SYMBOL, market[SYMBOL].array)
+    out.insert(0, TIMESTAMP, times)
     return out
 
 

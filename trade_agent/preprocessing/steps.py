@@ -52,8 +52,12 @@ def fill_missing(df: pd.DataFrame, max_gap: int = 3) -> pd.DataFrame:
 
 def add_indicators(df: pd.DataFrame, **features: Any) -> pd.DataFrame:
     """Append the technical/candle/calendar features (``features`` = FeaturesConfig fields)."""
+    df = df.sort_values([SYMBOL, TIMESTAMP], kind="stable").reset_index(drop=True)
     computed = compute_features(df, FeaturesConfig(**features))
-    return pd.concat([df.reset_index(drop=True), computed.drop(columns=[TIMESTAMP, SYMBOL])], axis=1)
+    # compute_features returns rows in (symbol, time) order; make sure that is df's order.
+    if not (computed[SYMBOL].equals(df[SYMBOL]) and computed[TIMESTAMP].equals(df[TIMESTAMP])):
+        computed = df[[TIMESTAMP, SYMBOL]].merge(computed, on=[TIMESTAMP, SYMBOL], how="left")
+    return pd.concat([df, computed.drop(columns=[TIMESTAMP, SYMBOL])], axis=1)
 
 
 def add_sentiment(df: pd.DataFrame, **sentiment: Any) -> pd.DataFrame:
