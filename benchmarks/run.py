@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.reference_features import reference_features  # noqa: E402
-from trade_agent.config import FeaturesConfig  # noqa: E402
-from trade_agent.data import SyntheticSpec, generate_synthetic  # noqa: E402
-from trade_agent.features import compute_features  # noqa: E402
+from benchmarks.reference_features import reference_features
+from trade_agent.config import FeaturesConfig
+from trade_agent.data import SyntheticSpec, generate_synthetic
+from trade_agent.features import compute_features
 
 
 def best_of(func: Callable[[], object], repeat: int) -> float:
