@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import run
+from tests.conftest import TINY_FEATURES, run
+from trade_agent.config import FeaturesConfig
+from trade_agent.features import feature_names
 from trade_agent.io import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -30,6 +33,12 @@ def test_repro_is_incremental_and_uses_the_run_cache(dvc_repo: Path) -> None:
     assert "Running stage 'prepare'" in first and "Running stage 'features'" in first
     features = dvc_repo / "data" / "features" / "features.parquet"
     original = sha256_file(features)
+    metrics = json.loads((dvc_repo / "data" / "features" / "metrics.json").read_text())
+    assert (
+        metrics["n_features"] == len(feature_names(FeaturesConfig(**TINY_FEATURES)))
+        and metrics["train_rows"] > metrics["val_rows"] > 0
+    )
+    assert 0.5 < metrics["bayes_directional_accuracy"] < 0.6  # synthetic AR(0.3), horizon 2
     assert (
         dvc_repo / "data" / "features" / "preprocessor" / "preprocessor_cnn_lstm_v1.0.0" / "pipeline.json"
     ).is_file()

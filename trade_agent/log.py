@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -18,10 +18,13 @@ def setup_logging(level: int = logging.INFO, log_file: Path | None = LOG_FILE) -
     if getattr(logger, "_trade_agent_configured", False):
         return
     logger.setLevel(level)
-    console = RichHandler(
-        console=Console(stderr=True), show_path=False, rich_tracebacks=False, show_time=not os.environ.get("CI")
-    )
-    console.setFormatter(logging.Formatter("%(message)s"))
+    console: logging.Handler
+    if sys.stderr.isatty():
+        console = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
+        console.setFormatter(logging.Formatter("%(message)s"))
+    else:  # CI logs and pipes: plain lines, no wrapping at 80 columns
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger.addHandler(console)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ from trade_agent.data.validation import ValidationReport, validate_market_table
 from trade_agent.errors import DataValidationError
 from trade_agent.io import atomic_path, sha256_file, write_json, write_parquet
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class IngestReport:
-    """Provenance and cleaning summary of one load (written to ``report.json``)."""
+    """Provenance and cleaning summary of one load (written to ``provenance.json``)."""
 
     source: str
     path: str = ""
@@ -33,6 +36,15 @@ class IngestReport:
         out = asdict(self)
         out["repaired_total"] = self.validation.total_repaired
         return out
+
+    def metrics(self) -> dict[str, Any]:
+        """The numbers worth comparing across runs (``dvc metrics show``)."""
+        return {
+            "rows": self.validation.rows,
+            "symbols": len(self.validation.symbols),
+            "repaired_values": self.validation.total_repaired,
+            "dropped_unaligned_rows": self.dropped_unaligned_rows,
+        }
 
 
 def load_file(path: str | Path, config: DataConfig) -> tuple[pd.DataFrame, IngestReport]:
@@ -101,13 +113,25 @@ def load_market_data(config: DataConfig, seed: int = 42) -> tuple[pd.DataFrame, 
 
 
 def prepare(config: DataConfig, out_dir: Path, seed: int = 42) -> tuple[pd.DataFrame, IngestReport]:
-    """The ``prepare`` stage: load + validate, then write ``market.parquet`` and ``report.json``.
+    """The ``prepare`` stage: load + validate, then write the outputs.
 
-    Nothing is written when loading or validation fails.
+    ``market.parquet`` (canonical bars), ``provenance.json`` (source, checksum, date range,
+    repairs per column, synthetic ceiling) and ``metrics.json``. Nothing is written when
+    loading or validation fails.
     """
     frame, report = load_market_data(config, seed)
     write_parquet(out_dir / "market.parquet", frame)
-    write_json(out_dir / "report.json", report.to_dict())
+    write_json(out_dir / "provenance.json", report.to_dict())
+    write_json(out_dir / "metrics.json", report.metrics())
+    log.info(
+        "prepare: %d bars of %s (%s..%s), %d values repaired, %d unaligned rows dropped",
+        report.validation.rows,
+        ", ".join(report.validation.symbols),
+        report.validation.start[:10],
+        report.validation.end[:10],
+        report.validation.total_repaired,
+        report.dropped_unaligned_rows,
+    )
     return frame, report
 
 

@@ -112,9 +112,11 @@ def build_features(market: pd.DataFrame, params: Params, source: str = "market d
 
 
 def describe(feature_set: FeatureSet, params: Params) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(schema, report) dicts written next to the features."""
+    """(schema, metrics) dicts written next to the features."""
     frame = feature_set.frame
-    schema = {
+    rows: dict[str, int] = {}
+    class_share: dict[str, dict[str, float]] = {}
+    schema: dict[str, Any] = {
         "feature_names": feature_set.feature_names,
         "targets": [TARGET_RETURN, TARGET_DIRECTION],
         "classes": {"0": "down", "1": "flat", "2": "up"},
@@ -125,19 +127,18 @@ def describe(feature_set: FeatureSet, params: Params) -> tuple[dict[str, Any], d
         "warmup_bars": feature_set.warmup,
         "symbols": sorted(frame[SYMBOL].unique().tolist()),
         "preprocessor_id": feature_set.pipeline.version,
+        "rows": rows,
+        "class_share": class_share,
     }
-    report: dict[str, Any] = {"n_features": len(feature_set.feature_names)}
+    metrics: dict[str, Any] = {"n_features": len(feature_set.feature_names)}
     for name in SPLIT_NAMES:
         part = frame[frame[SPLIT] == name]
         counts = np.bincount(part[TARGET_DIRECTION].to_numpy(np.int64), minlength=3)
-        report[name] = {
-            "rows": len(part),
-            "class_share": {
-                cls: round(float(c) / max(len(part), 1), 4)
-                for cls, c in zip(("down", "flat", "up"), counts, strict=True)
-            },
+        rows[name] = metrics[f"{name}_rows"] = len(part)
+        class_share[name] = {
+            cls: round(float(c) / max(len(part), 1), 4) for cls, c in zip(("down", "flat", "up"), counts, strict=True)
         }
-    return schema, report
+    return schema, metrics
 
 
 def training_data_info(feature_set: FeatureSet, params: Params, source: str) -> dict[str, Any]:
@@ -163,7 +164,7 @@ def save_preprocessor(feature_set: FeatureSet, params: Params, root: Path, sourc
 def run_features_stage(params: Params, market_path: Path, out_dir: Path) -> FeatureSet:
     """The ``features`` stage: read prepared bars, build, then write every output.
 
-    Writes ``features.parquet``, ``schema.json``, ``report.json`` and ``preprocessor/``
+    Writes ``features.parquet``, ``schema.json``, ``metrics.json`` and ``preprocessor/``
     under ``out_dir`` only after everything was computed.
     """
     market = pd.read_parquet(market_path)
@@ -172,20 +173,20 @@ def run_features_stage(params: Params, market_path: Path, out_dir: Path) -> Feat
     if preprocessor_root.exists():
         shutil.rmtree(preprocessor_root)
     save_preprocessor(feature_set, params, preprocessor_root, str(market_path))
-    schema, report = describe(feature_set, params)
-    prepared_report = market_path.parent / "report.json"
-    if prepared_report.is_file():
-        synthetic = read_json(prepared_report).get("synthetic") or {}
-        if synthetic:
-            report["bayes_directional_accuracy"] = bayes_directional_accuracy(synthetic["ar"], params.labels.horizon)
+    schema, metrics = describe(feature_set, params)
+    provenance = market_path.parent / "provenance.json"
+    synthetic = read_json(provenance).get("synthetic") if provenance.is_file() else None
+    if synthetic:
+        # The best accuracy any model can reach on this data at this horizon.
+        metrics["bayes_directional_accuracy"] = bayes_directional_accuracy(synthetic["ar"], params.labels.horizon)
     write_parquet(out_dir / "features.parquet", feature_set.frame)
     write_json(out_dir / "schema.json", schema)
-    write_json(out_dir / "report.json", report)
+    write_json(out_dir / "metrics.json", metrics)
     log.info(
         "features: %d rows x %d features (%s), preprocessor %s",
         len(feature_set.frame),
         len(feature_set.feature_names),
-        ", ".join(f"{k} {report[k]['rows']}" for k in SPLIT_NAMES),
+        ", ".join(f"{k} {metrics[f'{k}_rows']}" for k in SPLIT_NAMES),
         feature_set.pipeline.version,
     )
     return feature_set
