@@ -45,6 +45,17 @@ TINY_FEATURES = {
 }
 
 
+TINY_CNN_LSTM = {
+    "conv_filters": [8],
+    "kernel_sizes": [3],
+    "lstm_hidden": 8,
+    "attention_heads": 2,
+    "epochs": 2,
+    "batch_size": 64,
+    "threads": 1,
+}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep DVC/git away from the developer's config and from the network (as DVC's suite does)."""
@@ -76,6 +87,7 @@ def tiny_params_dict(**overrides: dict) -> dict:
     raw["data"].update({"source": "synthetic", "synthetic_symbols": 2, "synthetic_bars": 300})
     raw["features"].update(TINY_FEATURES)
     raw["labels"]["horizon"] = 2
+    raw["cnn_lstm"].update(TINY_CNN_LSTM)
     for section, values in overrides.items():
         raw[section].update(values)
     return raw

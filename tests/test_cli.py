@@ -94,4 +94,12 @@ def test_console_script_traceback_flag(project: Path) -> None:
     traced = subprocess.run(
         [*CLI, "data", "pipeline", "--validate", "missing.csv", "--traceback"], capture_output=True, text=True
     )
-    assert traced.returncode != 0 and "Traceback" in traced.stderr and "DataSourceError" in traced.stderr
+    assert traced.returncode == 2 and "Traceback" in traced.stderr and "DataSourceError" in traced.stderr
+
+
+def test_unexpected_errors_are_one_line_exit_1(project: Path) -> None:
+    (project / "data").write_text("a file where a directory should be")
+    result = subprocess.run([*CLI, "data", "pipeline", "-r"], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: unexpected ") and "--traceback" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -227,3 +227,61 @@ def test_missing_data_errors_are_input_errors_with_exit_code_2(tmp_path: Path) -
         load_file(tmp_path / "x.csv", DataConfig())
     assert err.value.exit_code == 2
     assert issubclass(DataValidationError, InputError)
+
+
+def test_european_decimal_commas(tmp_path: Path) -> None:
+    path = tmp_path / "euro.csv"
+    path.write_text(
+        "Date;Open;High;Low;Close;Volume\n2010-01-04;100,05;101,13;99,05;100,13;1.234,5\n"
+        "2010-01-05;99,9;100;99,5;99,95;2439\n"
+    )
+    frame, _ = load_file(path, DataConfig())
+    assert frame["open"].tolist() == [100.05, 99.9] and frame["volume"].tolist() == [1234.5, 2439.0]
+
+
+def test_metatrader_tab_export(tmp_path: Path) -> None:
+    path = tmp_path / "eurusd.txt"
+    path.write_text(
+        "<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\n2010.01.04\t00:00:00\t1.1\t1.2\t1.0\t1.15\t2439\n"
+    )
+    frame, _ = load_file(path, DataConfig(date_format="%Y.%m.%d %H:%M:%S"))
+    assert frame.iloc[0]["close"] == 1.15 and frame.iloc[0]["volume"] == 2439 and frame["symbol"].iloc[0] == "EURUSD"
+
+
+def test_blank_symbol_and_mixed_time_zones(tmp_path: Path) -> None:
+    path = _file(tmp_path, _with(1, "2020-01-03,,10.5,11.5,10,11,120"))
+    assert _refused(tmp_path, path).endswith(
+        "column 'symbol', line 3: missing symbol; every row of a long-format file needs a symbol"
+    )
+    mixed = _file(tmp_path, _with(2, "2020-01-06T00:00:00+01:00,AAA,11,12,10.5,11.5,0"))
+    assert "timestamp '2020-01-02' has no UTC offset while others do" in _refused(tmp_path, mixed)
+
+
+def test_adj_close_gap_repairs_the_factor_not_the_price(tmp_path: Path) -> None:
+    path = _file(
+        tmp_path,
+        ["2020-01-02,10,11,9,10,100,5", "2020-01-03,10,12,9,11,100,", "2020-01-06,11,12,10,12,100,6"],
+        header="Date,Open,High,Low,Close,Volume,Adj Close\n",
+    )
+    frame, report = load_file(path, DataConfig())
+    # The gap takes the previous factor (0.5): 11 * 0.5, not yesterday's adjusted close 5.
+    assert frame["close"].tolist() == [5.0, 5.5, 6.0]
+    assert report.validation.repaired_values == {"adj close": 1}
+
+
+def test_symbols_without_a_common_calendar_are_refused(tmp_path: Path) -> None:
+    rows = ["2020-01-02,A,10,11,9,10,1", "2020-01-03,B,10,11,9,10,1"]
+    message = _refused(tmp_path, _file(tmp_path, rows))
+    assert "symbols share no timestamp (A 2020-01-02 00:00:00..2020-01-02 00:00:00, B 2020-01-03" in message
+
+
+def test_prepare_runs_its_check_before_writing(tmp_path: Path) -> None:
+    path = _file(tmp_path, GOOD_ROWS)
+
+    def too_short(frame: pd.DataFrame, source: str) -> None:
+        raise InputError(f"{source}: too short")
+
+    out = tmp_path / "prepared"
+    with pytest.raises(InputError, match="too short"):
+        prepare(DataConfig(source="file", path=str(path)), out, check=too_short)
+    assert not out.exists()

@@ -134,3 +134,34 @@ def test_technical_indicators_can_be_switched_off(market: pd.DataFrame) -> None:
     names = feature_names(config)
     assert "rsi_14" not in names and "ret_1" in names
     assert list(compute_features(market, config).columns[2:]) == names
+
+
+def test_embargo_holds_per_symbol_on_different_calendars() -> None:
+    """With data.align false, each symbol still gets `embargo` of its own bars between splits."""
+    from trade_agent.config import params_from_dict
+
+    rng = np.random.default_rng(0)
+    days = pd.date_range("2000-01-01", periods=1600, freq="D")
+
+    def bars(symbol: str, timestamps: pd.DatetimeIndex) -> pd.DataFrame:
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(timestamps))))
+        return pd.DataFrame(
+            {
+                "timestamp": timestamps,
+                "symbol": symbol,
+                "open": close,
+                "high": close * 1.01,
+                "low": close * 0.99,
+                "close": close,
+                "volume": 1e3,
+            }
+        )
+
+    market = pd.concat([bars("A", days[0::2]), bars("B", days[1::2])], ignore_index=True)
+    params = params_from_dict({"data": {"align": False}})
+    frame = build_features(market, params).frame
+    for _, rows in frame.groupby("symbol"):
+        split = rows[SPLIT].to_numpy()
+        for earlier, later in (("train", "val"), ("val", "test")):
+            gap = np.flatnonzero(split == later)[0] - np.flatnonzero(split == earlier)[-1] - 1
+            assert gap >= params.embargo_bars

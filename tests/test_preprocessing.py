@@ -40,13 +40,33 @@ def test_standard_templates_follow_the_seed_design(
     names = [s.name for s in pipeline.steps]
     assert names[:3] == ["validate", "fill_missing", "indicators"]
     assert "scale" in names and "final_validation" in names
-    rl_like = model_type != "cnn_lstm"
+    rl_like = model_type in ("ppo", "sac", "td3", "ensemble")
     assert ("reward_shaping" in names) == rl_like and ("state_normalization" in names) == rl_like
-    assert (names[-1] == "unified_validation") == (model_type == "hybrid")
     assert np.isfinite(out[pipeline.feature_names].to_numpy()).all()
     assert not set(pipeline.feature_names) & {"open", "high", "low", "close", "volume"}
+    if model_type == "hybrid":
+        # Dual preprocessing: the encoder sees exactly what a cnn_lstm pipeline produces,
+        # the policy a state-normalised copy plus reward-shaping features.
+        assert names[-3:] == ["policy_view", "final_validation", "unified_validation"]
+        views = pipeline.views()
+        cnn_lstm, cnn_out = _fitted(manager, market, tiny_features, "cnn_lstm")
+        assert views["encoder"] == cnn_lstm.feature_names
+        assert {f"policy__{c}" for c in views["encoder"]} < set(views["policy"])
+        assert any(c.startswith("policy__rs_") for c in views["policy"])
+        pd.testing.assert_frame_equal(
+            out[views["encoder"]].iloc[-100:].reset_index(drop=True),
+            cnn_out[views["encoder"]].iloc[-100:].reset_index(drop=True),
+        )
     if model_type in ("cnn_lstm", "hybrid"):
         assert pipeline.sequence_length == tiny_features.sequence_length
+        windows, keys = pipeline.transform_to_sequences(market)
+        cnn_view = pipeline.views().get("encoder", pipeline.feature_names)
+        assert windows.shape[1:] == (tiny_features.sequence_length, len(cnn_view))
+        assert len(windows) == len(keys)
+        last = out[out["symbol"] == keys["symbol"].iloc[-1]][cnn_view].to_numpy(np.float32)[
+            -tiny_features.sequence_length :
+        ]
+        np.testing.assert_array_equal(windows[-1], last)
 
 
 def test_save_load_roundtrip_is_bit_identical_in_a_fresh_process(
@@ -105,6 +125,67 @@ def test_custom_steps_and_lambdas(tmp_path: Path, market: pd.DataFrame) -> None:
     with_closure.fit_transform(market)
     with pytest.raises(PreprocessorError, match="closure"):
         manager.save_pipeline(with_closure, "cnn_lstm", {})
+
+
+def test_unsaveable_callables_are_refused_at_save(tmp_path: Path, market: pd.DataFrame) -> None:
+    import functools
+
+    manager = PreprocessorManager(tmp_path)
+    for func in (functools.partial(add_spread, scale=2.0), _Holder().method, _Holder()):
+        pipeline = manager.create_pipeline("cnn_lstm").add_step("s", func)
+        pipeline.fit_transform(market)
+        with pytest.raises(PreprocessorError, match="cannot be saved"):
+            manager.save_pipeline(pipeline, "cnn_lstm", {})
+    assert not list(tmp_path.iterdir())
+
+
+class _Holder:
+    def method(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df
+
+    def __call__(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df
+
+
+def test_extra_input_columns_never_become_features(tmp_path: Path, market: pd.DataFrame, tiny_features) -> None:
+    labelled = market.assign(target_direction=1, stray=0.0)
+    pipeline = PreprocessorManager(tmp_path).create_standard_pipeline("cnn_lstm", features=tiny_features)
+    pipeline.fit_transform(labelled)
+    assert "target_direction" not in pipeline.feature_names and "stray" not in pipeline.feature_names
+
+
+def test_corrupt_entries_and_bad_ids(tmp_path: Path, market: pd.DataFrame, tiny_features) -> None:
+    manager = PreprocessorManager(tmp_path)
+    good = manager.save_pipeline(_fitted(manager, market, tiny_features)[0], "cnn_lstm", {})
+    bad = tmp_path / "preprocessor_cnn_lstm_v9.0.0"
+    bad.mkdir()
+    (bad / "pipeline.json").write_text("{not json")
+    assert [m["id"] for m in manager.list_preprocessors()] == [good.name]  # the good one stays visible
+    report = manager.validate_preprocessor_integrity(bad.name)
+    assert not report and "is not valid JSON" in report.problems[0]
+    with pytest.raises(PreprocessorNotFoundError, match="is not a preprocessor id"):
+        manager.get_preprocessor_info("../outside")
+    ppo = manager.create_standard_pipeline("ppo", features=tiny_features)
+    ppo.fit_transform(market)
+    with pytest.raises(PreprocessorError, match="built for 'ppo' but is saved as 'cnn_lstm'"):
+        manager.save_pipeline(ppo, "cnn_lstm", {})
+
+
+def test_ensemble_coordinates_member_pipelines(tmp_path: Path, market: pd.DataFrame, tiny_features) -> None:
+    manager = PreprocessorManager(tmp_path)
+    ids = []
+    for model_type in ("cnn_lstm", "ppo"):
+        pipeline, _ = _fitted(manager, market, tiny_features, model_type)
+        ids.append(manager.save_pipeline(pipeline, model_type, {}).name)
+    ensemble = manager.create_ensemble_preprocessing(ids)
+    outputs = ensemble.transform(market)
+    assert set(outputs) == set(ids)
+    a, b = (outputs[i] for i in ids)
+    pd.testing.assert_frame_equal(a[["timestamp", "symbol"]], b[["timestamp", "symbol"]])  # same bars, same order
+    custom = manager.create_pipeline("cnn_lstm").add_step("spread", add_spread)
+    custom.fit_transform(market[["timestamp", "symbol", "high", "low", "close"]])
+    with pytest.raises(PreprocessorError, match="ensemble members need different inputs"):
+        manager.check_compatibility([manager.load_pipeline(ids[0]), custom])
 
 
 def test_transform_names_missing_columns(tmp_path: Path, market: pd.DataFrame, tiny_features: FeaturesConfig) -> None:

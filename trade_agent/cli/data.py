@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from trade_agent.config import load_params
-from trade_agent.data.ingest import export_dataset, load_file, prepare
+from trade_agent.config import load_params_or_defaults
+from trade_agent.data.ingest import export_dataset, load_file, prepare, select_and_align
 from trade_agent.errors import InputError
 from trade_agent.features.build import check_enough_bars, minimum_bars, run_features_stage
 from trade_agent.log import setup_logging
@@ -19,7 +19,9 @@ from trade_agent.log import setup_logging
 data_app = typer.Typer(no_args_is_help=True, help="Prepare and validate market data.")
 console = Console()
 
-ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
+ParamsOption = Annotated[
+    Path | None, typer.Option("--params", "-p", help="params file (default: ./params.yaml, else built-in defaults).")
+]
 
 
 @data_app.command("pipeline")
@@ -34,7 +36,7 @@ def pipeline(
         Path | None,
         typer.Option("--validate", help="Validate FILE against the configured pipeline and print a summary."),
     ] = None,
-    params_file: ParamsOption = Path("params.yaml"),
+    params_file: ParamsOption = None,
     name: Annotated[str, typer.Option(help="Dataset name (default: the data source).")] = "",
     fmt: Annotated[str, typer.Option("--format", help="Export format: csv or parquet.")] = "csv",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -44,9 +46,9 @@ def pipeline(
         raise InputError("give exactly one of --run/-r or --validate FILE")
     if fmt not in ("csv", "parquet"):
         raise InputError(f"--format {fmt!r} is not supported; use csv or parquet")
-    params = load_params(params_file)
+    params = load_params_or_defaults(params_file)
     if validate is not None:
-        frame, report = load_file(validate, params.data)
+        frame, report = select_and_align(*load_file(validate, params.data), params.data)
         check_enough_bars(frame, params, str(validate))
         summary = {
             "file": str(validate),
@@ -67,7 +69,12 @@ def pipeline(
         console.print(table)
         return
     setup_logging()
-    frame, report = prepare(params.data, Path("data/prepared"), params.base.seed)
+    frame, report = prepare(
+        params.data,
+        Path("data/prepared"),
+        params.base.seed,
+        check=lambda bars, source: check_enough_bars(bars, params, source),
+    )
     run_features_stage(params, Path("data/prepared/market.parquet"), Path("data/features"))
     dataset_name = name or (
         Path(params.data.path).name.split(".")[0] if params.data.source == "file" else params.data.source

@@ -1,10 +1,17 @@
-"""One place that turns a :class:`TradeAgentError` into one red line and an exit code."""
+"""One place that turns an error into one red line and an exit code.
+
+``TradeAgentError`` subclasses carry their exit code (2 for bad input, 1 otherwise); any
+other exception is a bug or an environment problem and exits 1. With ``--traceback`` (or
+``TRADE_AGENT_TRACEBACK=1``) the stack is printed too, and the exit code stays the same.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,24 +21,43 @@ from trade_agent.errors import TradeAgentError
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def report_error(error: TradeAgentError) -> int:
+def one_line(message: str) -> str:
+    """Collapse whitespace so third-party messages (YAML, pandas) stay on one line."""
+    return " ".join(message.split())
+
+
+def report_error(error: BaseException) -> int:
     """Print ``error`` as one red line on stderr; return its exit code."""
-    _stderr.print(f"[bold red]error:[/] [red]{escape(str(error))}[/]")
-    return error.exit_code
+    if isinstance(error, TradeAgentError):
+        text, code = str(error), error.exit_code
+    else:
+        text, code = f"unexpected {type(error).__name__}: {error} (rerun with --traceback for details)", 1
+    _stderr.print(f"[bold red]error:[/] [red]{escape(one_line(text))}[/]")
+    return code
 
 
 def traceback_requested() -> bool:
     return os.environ.get("TRADE_AGENT_TRACEBACK", "") not in ("", "0")
 
 
+def exit_with(error: BaseException) -> NoReturn:
+    """Report ``error`` (with the stack if requested) and exit with its code."""
+    if traceback_requested():
+        traceback.print_exception(error, file=sys.stderr)
+    sys.exit(report_error(error))
+
+
+def is_cli_control_flow(error: BaseException) -> bool:
+    """Click/Typer exceptions (usage errors, --help, Exit) are handled by Typer itself."""
+    return type(error).__module__.split(".")[0] in ("click", "typer")
+
+
 def run_guarded(main: Callable[[], object]) -> None:
-    """Run a stage script's ``main``; exit with one-line errors (stack with --traceback)."""
+    """Run a stage script's ``main`` with the same error handling as the CLI."""
     if "--traceback" in sys.argv:
         sys.argv.remove("--traceback")
         os.environ["TRADE_AGENT_TRACEBACK"] = "1"
     try:
         main()
-    except TradeAgentError as error:
-        if traceback_requested():
-            raise
-        sys.exit(report_error(error))
+    except Exception as error:
+        exit_with(error)

@@ -11,20 +11,20 @@ from typer.core import TyperGroup
 
 from trade_agent import __version__
 from trade_agent.cli.data import data_app
-from trade_agent.cli.errors import report_error, traceback_requested
-from trade_agent.errors import TradeAgentError
+from trade_agent.cli.errors import exit_with, is_cli_control_flow
+from trade_agent.cli.train import train_app
 
 
 class _GuardedGroup(TyperGroup):
-    """Root group: every TradeAgentError becomes one red line and its exit code."""
+    """Root group: every error becomes one red line and its exit code (see cli/errors.py)."""
 
     def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context type is private
         try:
             return super().invoke(ctx)
-        except TradeAgentError as error:
-            if traceback_requested():
+        except Exception as error:
+            if is_cli_control_flow(error):
                 raise
-            sys.exit(report_error(error))
+            exit_with(error)
 
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app = typer.Typer(
     help="Reproducible, incremental training of hierarchical trading models.",
 )
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 
 
 def _version(value: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,17 +92,37 @@ def load_market_data(config: DataConfig, seed: int = 42) -> tuple[pd.DataFrame, 
     else:
         frame, report = load_file(config.path, config)
 
+    return select_and_align(frame, report, config)
+
+
+def select_and_align(
+    frame: pd.DataFrame, report: IngestReport, config: DataConfig
+) -> tuple[pd.DataFrame, IngestReport]:
+    """Apply ``data.symbols`` and ``data.align``; refuse a selection that leaves no bars.
+
+    Raises:
+        DataValidationError: unknown symbol, or symbols without a single common timestamp.
+    """
+    source = report.path or report.source
     if config.symbols:
         missing = sorted(set(config.symbols) - set(frame[SYMBOL]))
         if missing:
             raise DataValidationError(
-                f"{report.path or report.source}: symbol {missing[0]!r} from data.symbols not found; "
+                f"{source}: symbol {missing[0]!r} from data.symbols not found; "
                 f"available: {', '.join(sorted(frame[SYMBOL].unique()))}"
             )
         frame = frame[frame[SYMBOL].isin(config.symbols)]
-    if config.align and frame[SYMBOL].nunique() > 1:
+    n_symbols = frame[SYMBOL].nunique()
+    if config.align and n_symbols > 1:
         counts = frame.groupby(TIMESTAMP)[SYMBOL].transform("size")
-        aligned = frame[counts.to_numpy() == frame[SYMBOL].nunique()]
+        aligned = frame[counts.to_numpy() == n_symbols]
+        if aligned.empty:
+            spans = frame.groupby(SYMBOL)[TIMESTAMP].agg(["min", "max"])
+            ranges = ", ".join(f"{sym} {row['min']}..{row['max']}" for sym, row in spans.iterrows())
+            raise DataValidationError(
+                f"{source}: symbols share no timestamp ({ranges}); check their time zones/sessions, "
+                "select symbols with data.symbols, or set data.align: false"
+            )
         report.dropped_unaligned_rows = len(frame) - len(aligned)
         frame = aligned
     frame = frame.reset_index(drop=True)
@@ -112,14 +133,22 @@ def load_market_data(config: DataConfig, seed: int = 42) -> tuple[pd.DataFrame, 
     return frame, report
 
 
-def prepare(config: DataConfig, out_dir: Path, seed: int = 42) -> tuple[pd.DataFrame, IngestReport]:
+def prepare(
+    config: DataConfig,
+    out_dir: Path,
+    seed: int = 42,
+    check: Callable[[pd.DataFrame, str], None] | None = None,
+) -> tuple[pd.DataFrame, IngestReport]:
     """The ``prepare`` stage: load + validate, then write the outputs.
 
     ``market.parquet`` (canonical bars), ``provenance.json`` (source, checksum, date range,
-    repairs per column, synthetic ceiling) and ``metrics.json``. Nothing is written when
-    loading or validation fails.
+    repairs per column, synthetic ceiling) and ``metrics.json``. ``check(frame, source)``
+    runs before anything is written (e.g. the pipeline's minimum-rows check). Nothing is
+    written when loading, validation or the check fails.
     """
     frame, report = load_market_data(config, seed)
+    if check is not None:
+        check(frame, report.path or report.source)
     write_parquet(out_dir / "market.parquet", frame)
     write_json(out_dir / "provenance.json", report.to_dict())
     write_json(out_dir / "metrics.json", report.metrics())

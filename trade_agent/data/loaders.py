@@ -13,6 +13,7 @@ checks them so its errors can point at the original line.
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +36,19 @@ class RawTable:
             adj_close`` plus ``_line`` (the CSV line or 1-based Parquet row of each record).
         source: the file path, as shown in error messages.
         row_label: ``"line"`` for CSV, ``"row"`` for Parquet.
+        separator: the CSV field separator; with ``;`` or tabs a comma in a number is the
+            decimal mark (European exports), with ``,`` it can only be a thousands mark.
     """
 
     frame: pd.DataFrame
     source: str
     row_label: str
+    separator: str = ","
 
 
 def _normalise(header: str) -> str:
-    return re.sub(r"[\s_\-]+", "", str(header).strip().lower())
+    """``Adj Close`` -> ``adjclose``; MetaTrader's ``<DATE>`` -> ``date``."""
+    return re.sub(r"[\s_\-<>]+", "", str(header).strip().lower())
 
 
 def read_table(path: str | Path, *, symbol: str = "") -> RawTable:
@@ -64,16 +69,18 @@ def read_table(path: str | Path, *, symbol: str = "") -> RawTable:
     if path.stat().st_size == 0:
         raise DataSourceError(f"{source}: file is empty; expected a header line and data rows")
     is_parquet = path.suffix.lower() in {".parquet", ".pq"}
+    separator = "," if is_parquet else _sniff_separator(path)
     try:
         if is_parquet:
             frame = pd.read_parquet(path)
         else:
             # Everything as text: numbers are parsed later so bad cells can be reported.
-            frame = pd.read_csv(path, dtype=str, sep=_sniff_separator(path), skip_blank_lines=False)
+            frame = pd.read_csv(path, dtype=str, sep=separator, skip_blank_lines=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
         raise DataSourceError(f"{source}: file is empty; expected a header line and data rows") from None
     except Exception as exc:  # pyarrow/pandas raise many types for unreadable files
-        raise DataSourceError(f"{source}: cannot read as {'Parquet' if is_parquet else 'CSV'} ({exc})") from None
+        detail = " ".join(str(exc).split())  # pandas' messages span lines
+        raise DataSourceError(f"{source}: cannot read as {'Parquet' if is_parquet else 'CSV'} ({detail})") from None
     if not is_parquet:
         # skip_blank_lines=False keeps line numbers exact; now drop the blank lines.
         frame.insert(0, LINE, range(2, len(frame) + 2))
@@ -85,13 +92,16 @@ def read_table(path: str | Path, *, symbol: str = "") -> RawTable:
     frame = _canonical_columns(frame, source)
     if SYMBOL not in frame.columns:
         frame[SYMBOL] = symbol or path.name.split(".")[0].upper()
-    return RawTable(frame=frame.reset_index(drop=True), source=source, row_label="row" if is_parquet else "line")
+    return RawTable(
+        frame=frame.reset_index(drop=True),
+        source=source,
+        row_label="row" if is_parquet else "line",
+        separator=separator,
+    )
 
 
 def _sniff_separator(path: Path) -> str:
     """Comma unless the header line clearly uses ';' or tabs (European/MetaTrader exports)."""
-    import gzip
-
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rt", errors="replace") as handle:
         header = handle.readline()

@@ -14,7 +14,8 @@ OHLCV: tuple[str, ...] = (*PRICE_COLUMNS, VOLUME)
 MARKET_COLUMNS: tuple[str, ...] = (TIMESTAMP, SYMBOL, *OHLCV)
 KEY: tuple[str, str] = (SYMBOL, TIMESTAMP)
 
-# Header aliases, compared after lower-casing and removing spaces, '_' and '-'.
+# Header aliases, compared after lower-casing and removing spaces, '_', '-', '<' and '>'.
+# Volume prefers real volume and falls back to tick volume (MetaTrader FX exports).
 TIMESTAMP_ALIASES: tuple[str, ...] = ("timestamp", "datetime", "date", "time", "gmttime", "localtime")
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     SYMBOL: ("symbol", "ticker", "instrument"),
@@ -22,6 +23,6 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "high": ("high", "h"),
     "low": ("low", "l"),
     "close": ("close", "c", "last"),
-    VOLUME: ("volume", "vol", "v"),
+    VOLUME: ("volume", "vol", "v", "tickvol", "tickvolume"),
     "adj_close": ("adjclose", "adjustedclose"),
 }

@@ -18,6 +18,9 @@ from trade_agent.data.schema import MARKET_COLUMNS, OHLCV, PRICE_COLUMNS, SYMBOL
 from trade_agent.errors import DataValidationError
 
 NUMERIC = (*OHLCV, "adj_close")
+ADJ_FACTOR = "adj_factor"  # adj_close / close, repaired like a price column
+REPAIRABLE = (*OHLCV, ADJ_FACTOR)
+DISPLAY_NAME = {ADJ_FACTOR: "adj close"}
 
 
 @dataclass
@@ -61,6 +64,16 @@ def _parse_timestamps(raw: RawTable, date_format: str) -> pd.Series:
         parsed = pd.to_datetime(column, utc=True)
     else:
         text = column.astype("string").str.strip()
+        with_offset = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).fillna(False).to_numpy(bool)
+        if with_offset.any() and not with_offset.all():
+            bad = np.flatnonzero(~with_offset)
+            _fail(
+                raw,
+                TIMESTAMP,
+                bad,
+                f"timestamp {text.iloc[bad[0]]!r} has no UTC offset while others do",
+                "give every timestamp an offset, or none (naive times are read as UTC)",
+            )
         fmt = date_format or "ISO8601"
         parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
         bad = np.flatnonzero(parsed.isna().to_numpy())
@@ -79,7 +92,14 @@ def _parse_numbers(raw: RawTable, column: str, blank: np.ndarray) -> pd.Series:
     if series.dtype.kind in "fiu":
         values = series.astype("float64")
     else:
-        text = series.astype("string").str.strip().str.replace(",", "", regex=False)
+        text = series.astype("string").str.strip()
+        if raw.separator == ",":
+            text = text.str.replace(",", "", regex=False)  # quoted "1,234.5": thousands marks
+        else:
+            # ';'/tab files use a decimal comma ("1.234,5" or "100,05"); cells without a
+            # comma are plain numbers.
+            has_comma = text.str.contains(",", regex=False).fillna(False)
+            text = text.where(~has_comma, text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
         values = pd.to_numeric(text.where(~blank), errors="coerce").astype("float64")
         bad = np.flatnonzero(values.isna().to_numpy() & ~blank)
         if len(bad):
@@ -94,8 +114,9 @@ def _repair_gaps(raw: RawTable, frame: pd.DataFrame, max_gap: int, report: Valid
     """Forward-fill runs of <= max_gap missing values per symbol and column."""
     new_symbol = (frame[SYMBOL] != frame[SYMBOL].shift()).to_numpy()
     repaired_rows = np.zeros(len(frame), dtype=bool)
-    for column in [c for c in NUMERIC if c in frame.columns]:
+    for column in [c for c in REPAIRABLE if c in frame.columns]:
         missing = frame[column].isna().to_numpy()
+        shown = DISPLAY_NAME.get(column, column)
         if not missing.any():
             continue
         # Run length of consecutive missing values, restarting at each symbol.
@@ -106,7 +127,7 @@ def _repair_gaps(raw: RawTable, frame: pd.DataFrame, max_gap: int, report: Valid
             rows = frame.index[missing & at_start]
             _fail(
                 raw,
-                column,
+                shown,
                 rows,
                 "missing value before the first valid bar of "
                 f"symbol {frame[SYMBOL].iloc[rows[0]]!r} (nothing to forward-fill from)",
@@ -117,13 +138,13 @@ def _repair_gaps(raw: RawTable, frame: pd.DataFrame, max_gap: int, report: Valid
             rows = frame.index[too_long]
             _fail(
                 raw,
-                column,
+                shown,
                 rows,
                 f"{int(run_len[too_long].max())} consecutive missing values exceed data.max_gap={max_gap}",
                 "fill the gap in the file or raise data.max_gap",
             )
         frame[column] = frame[column].groupby(frame[SYMBOL]).ffill()
-        report.repaired_values[column] = int(missing.sum())
+        report.repaired_values[shown] = int(missing.sum())
         repaired_rows |= missing
     if repaired_rows.any():
         # A bar repaired column by column must still be a valid bar.
@@ -159,12 +180,29 @@ def validate_market_table(
     if len(bad_ts):
         _fail(raw, TIMESTAMP, bad_ts, "missing timestamp", "every row needs a timestamp")
 
+    symbol_blank = _is_blank(frame[SYMBOL])
+    if symbol_blank.any():
+        _fail(
+            raw,
+            SYMBOL,
+            np.flatnonzero(symbol_blank),
+            "missing symbol",
+            "every row of a long-format file needs a symbol",
+        )
     out = pd.DataFrame(
         {TIMESTAMP: _parse_timestamps(raw, date_format), SYMBOL: frame[SYMBOL].astype("string").str.strip().astype(str)}
     )
     for column in [c for c in NUMERIC if c in frame.columns]:
         out[column] = _parse_numbers(raw, column, blanks[column])
     out[LINE] = frame[LINE].to_numpy()
+    if "adj_close" in out.columns:
+        bad = np.flatnonzero((out["adj_close"] <= 0).to_numpy())
+        if len(bad):
+            _fail(raw, "adj close", bad, "adjusted close must be > 0", "fix it or drop the 'Adj Close' column")
+        # Repair gaps in the adjustment factor, not in adj_close itself: a forward-filled
+        # adj_close over a new close would fake a zero return.
+        out[ADJ_FACTOR] = out["adj_close"] / out["close"]
+        out = out.drop(columns="adj_close")
 
     duplicated = out.duplicated([TIMESTAMP, SYMBOL], keep=False).to_numpy()
     if duplicated.any():
@@ -216,11 +254,8 @@ def validate_market_table(
     if len(bad):
         _fail(sorted_raw, VOLUME, bad, f"negative volume {out[VOLUME].iloc[bad[0]]}", "volume must be >= 0")
 
-    if "adj_close" in out.columns:
-        bad = np.flatnonzero((out["adj_close"] <= 0).to_numpy())
-        if len(bad):
-            _fail(sorted_raw, "adj close", bad, "adjusted close must be > 0", "fix or drop the 'Adj Close' column")
-        factor = (out["adj_close"] / out["close"]).to_numpy()
+    if ADJ_FACTOR in out.columns:
+        factor = out[ADJ_FACTOR].to_numpy()
         for column in PRICE_COLUMNS:
             out[column] = out[column].to_numpy() * factor
         # Constant traded value: a 2:1 split doubles the share count.

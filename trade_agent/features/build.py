@@ -24,11 +24,13 @@ from trade_agent.errors import InsufficientDataError
 from trade_agent.features.indicators import warmup_bars
 from trade_agent.features.labels import TARGET_DIRECTION, TARGET_RETURN, make_labels
 from trade_agent.features.splits import (
+    EXCLUDED,
     SPLIT,
     SPLIT_NAMES,
     SplitBoundaries,
     assign_splits,
     compute_boundaries,
+    enforce_embargo,
     minimum_labelled_bars,
 )
 from trade_agent.io import read_json, write_json, write_parquet
@@ -63,11 +65,12 @@ def check_enough_bars(market: pd.DataFrame, params: Params, source: str) -> None
     if counts.empty or counts.min() < need:
         symbol = counts.idxmin() if not counts.empty else "-"
         have = int(counts.min()) if not counts.empty else 0
+        smallest = min(params.splits.train, params.splits.val, params.splits.test)
         raise InsufficientDataError(
             f"{source}: symbol {symbol} has {have} bars; the configured pipeline needs at least "
-            f"{need} per symbol (warm-up {warmup_bars(params.features)} + horizon "
-            f"{params.labels.horizon} + 3 splits of >= {params.features.sequence_length} bars + "
-            f"2 embargoes of {params.embargo_bars}); supply more data or lower "
+            f"{need} per symbol (warm-up {warmup_bars(params.features)} + horizon {params.labels.horizon} + "
+            f"2 embargoes of {params.embargo_bars} + enough bars for the smallest split ({smallest:.0%}) "
+            f"to hold {params.features.sequence_length}); supply more data or lower "
             "features.sequence_length / labels.horizon / the indicator periods"
         )
 
@@ -106,8 +109,8 @@ def build_features(market: pd.DataFrame, params: Params, source: str = "market d
     frame[names] = frame[names].astype(np.float32)
     frame.insert(2, SPLIT, assign_splits(frame[TIMESTAMP], bounds))
     unlabelled = frame[TARGET_DIRECTION].to_numpy() < 0
-    frame.loc[unlabelled, SPLIT] = "excluded"
-    frame[SPLIT] = frame[SPLIT].astype(str)
+    frame.loc[unlabelled, SPLIT] = EXCLUDED
+    frame[SPLIT] = enforce_embargo(frame[SYMBOL].to_numpy(), frame[SPLIT].to_numpy(), params.embargo_bars).astype(str)
     return FeatureSet(frame=frame, feature_names=names, boundaries=bounds, pipeline=pipeline, warmup=warmup)
 
 

@@ -9,6 +9,7 @@ back, so no validation input overlaps a training label (purging as in Lopez de P
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -88,4 +89,24 @@ def assign_splits(timestamps: pd.Series, bounds: SplitBoundaries) -> np.ndarray:
     for name in SPLIT_NAMES:
         first, last = getattr(bounds, name)
         out[(ts >= np.datetime64(first)) & (ts <= np.datetime64(last))] = name
+    return out
+
+
+def enforce_embargo(symbols: np.ndarray, splits: np.ndarray, embargo: int) -> np.ndarray:
+    """Exclude rows so that, per symbol, ``embargo`` bars separate consecutive splits.
+
+    Boundaries are shared timestamps; when symbols trade on different calendars
+    (``data.align: false``) a gap of ``embargo`` timestamps can hold fewer of one symbol's
+    bars. Rows are sorted by symbol then time. Returns a new split array.
+    """
+    out = splits.copy()
+    bounds = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1], True])
+    for start, stop in itertools.pairwise(bounds):
+        part = out[start:stop]  # a view: edits land in `out`
+        for earlier, later in (("train", "val"), ("val", "test")):
+            before = np.flatnonzero(part == earlier)
+            if not len(before):
+                continue
+            too_close = (part == later) & (np.arange(len(part)) - before[-1] - 1 < embargo)
+            part[too_close] = EXCLUDED
     return out

@@ -9,7 +9,9 @@ hash) equals the latest of that model type and MAJOR when it changed. Nothing is
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -20,8 +22,11 @@ from trade_agent.config import FeaturesConfig, SentimentConfig
 from trade_agent.errors import ConfigError, IntegrityError, PreprocessorError, PreprocessorNotFoundError
 from trade_agent.io import read_json, read_npz, sha256_file, write_json, write_npz
 from trade_agent.preprocessing import steps
+from trade_agent.preprocessing.ensemble import EnsemblePreprocessing, check_compatibility
 from trade_agent.preprocessing.pipeline import PreprocessingPipeline
 
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+log = logging.getLogger(__name__)
 MODEL_TYPES: tuple[str, ...] = ("cnn_lstm", "ppo", "sac", "td3", "hybrid", "ensemble")
 RL_TYPES: tuple[str, ...] = ("ppo", "sac", "td3")
 PIPELINE_FILE = "pipeline.json"
@@ -76,11 +81,13 @@ class PreprocessorManager:
     ) -> PreprocessingPipeline:
         """The seed design's template for ``model_type``.
 
-        cnn_lstm: validate, fill missing, indicators, sentiment, scale, final validation
-        (sequences are cut from the result with ``sequence_length``); ppo/sac/td3: the same
-        plus reward-shaping features and state normalisation; hybrid: both views and a
-        check that both exist; ensemble: the RL template (members' own pipelines are
-        coordinated with :meth:`check_compatibility`).
+        cnn_lstm: validate, fill missing, indicators, sentiment, robust scaling, final
+        validation, and sequence creation (``transform_to_sequences`` with
+        ``sequence_length``); ppo/sac/td3: the same plus reward-shaping features and state
+        normalisation; hybrid: dual preprocessing - the cnn_lstm view for the encoder plus
+        a state-normalised ``policy__`` view with reward-shaping features - and a unified
+        validation of both; ensemble: the RL template for ensemble-level inputs, while the
+        members' own pipelines are coordinated by :meth:`create_ensemble_preprocessing`.
 
         Raises:
             ConfigError: unknown model type/scaling method, or sentiment requested without
@@ -105,33 +112,29 @@ class PreprocessorManager:
                     "('scores' or 'headlines') and sentiment.path"
                 )
             pipeline.add_step("sentiment", steps.add_sentiment, **{**asdict(sentiment), "enabled": True})
-        rl_like = model_type in (*RL_TYPES, "hybrid", "ensemble")
+        rl_like = model_type in (*RL_TYPES, "ensemble")
         if rl_like:
             pipeline.add_step("reward_shaping", steps.add_reward_shaping_features)
         pipeline.add_step("scale", steps.ScaleFeatures, method=scaling_method, clip=clip)
         if rl_like:
             pipeline.add_step("state_normalization", steps.NormalizeState, clip=clip * 2)
+        if model_type == "hybrid":
+            pipeline.add_step("policy_view", steps.PolicyView, clip=clip * 2)
         pipeline.add_step("final_validation", steps.finalize_features)
         if model_type == "hybrid":
-            pipeline.add_step("unified_validation", steps.check_views, required_prefixes=["ret_", "rs_"])
+            pipeline.add_step("unified_validation", steps.check_views)
         return pipeline
 
-    @staticmethod
-    def check_compatibility(pipelines: list[PreprocessingPipeline]) -> None:
-        """Ensemble coordination: members must accept the same raw input columns.
+    def create_ensemble_preprocessing(self, preprocessor_ids: list[str]) -> EnsemblePreprocessing:
+        """Load the members' saved pipelines and coordinate them for an ensemble.
 
         Raises:
-            PreprocessorError: a member needs columns another does not provide.
+            PreprocessorNotFoundError / IntegrityError: a member pipeline is missing or altered.
+            PreprocessorError: members need different raw inputs.
         """
-        if not pipelines:
-            return
-        reference = set(pipelines[0].input_columns)
-        for pipeline in pipelines[1:]:
-            if set(pipeline.input_columns) != reference:
-                raise PreprocessorError(
-                    f"ensemble members need different inputs: {sorted(reference)} vs "
-                    f"{sorted(pipeline.input_columns)} ({pipeline.version}); use members trained on one dataset"
-                )
+        return EnsemblePreprocessing({pid: self.load_pipeline(pid) for pid in preprocessor_ids})
+
+    check_compatibility = staticmethod(check_compatibility)
 
     # -- storage --------------------------------------------------------------------
 
@@ -146,6 +149,10 @@ class PreprocessorManager:
         self._check_model_type(model_type)
         if not pipeline.fitted:
             raise PreprocessorError("only fitted pipelines can be saved; call fit_transform first")
+        if pipeline.model_type != model_type:
+            raise PreprocessorError(
+                f"pipeline was built for '{pipeline.model_type}' but is saved as '{model_type}'; pass the same type"
+            )
         spec = pipeline.to_spec()  # refuses lambdas/closures before anything is written
         content_hash, schema_hash = pipeline.content_hash(), pipeline.schema_hash()
         for info in self.list_preprocessors(model_type):
@@ -205,7 +212,13 @@ class PreprocessorManager:
             return []
         found = []
         for meta_file in sorted(self.root.glob(f"*/{PIPELINE_FILE}")):
-            meta = read_json(meta_file)
+            try:
+                meta = read_json(meta_file)
+            except (OSError, ValueError) as exc:  # one bad entry must not hide the others
+                log.warning(
+                    "%s is unreadable (%s); skipped - check it with validate_preprocessor_integrity", meta_file, exc
+                )
+                continue
             if model_type is None or meta["model_type"] == model_type:
                 found.append(
                     {k: meta[k] for k in ("id", "version", "model_type", "content_hash", "schema_hash")}
@@ -218,19 +231,32 @@ class PreprocessorManager:
 
     def get_preprocessor_info(self, preprocessor_id: str) -> dict[str, Any]:
         """Full metadata of one saved pipeline (steps, columns, checksums, data info)."""
+        if not _ID_PATTERN.fullmatch(preprocessor_id):
+            raise PreprocessorNotFoundError(
+                f"'{preprocessor_id}' is not a preprocessor id (expected e.g. preprocessor_cnn_lstm_v1.0.0)"
+            )
         meta_file = self.root / preprocessor_id / PIPELINE_FILE
         if not meta_file.is_file():
             known = ", ".join(m["id"] for m in self.list_preprocessors()) or "none"
             raise PreprocessorNotFoundError(
                 f"preprocessor '{preprocessor_id}' not found in {self.root}; known: {known}"
             )
-        info: dict[str, Any] = read_json(meta_file)
+        try:
+            info: dict[str, Any] = read_json(meta_file)
+        except ValueError as exc:
+            raise IntegrityError(
+                f"{meta_file} is not valid JSON ({exc}); restore it or re-create the preprocessor"
+            ) from None
         return info
 
     def validate_preprocessor_integrity(self, preprocessor_id: str) -> IntegrityReport:
-        """Recompute checksums and the content hash of a saved pipeline."""
-        meta = self.get_preprocessor_info(preprocessor_id)
+        """Recompute checksums, the content hash and the schema hash of a saved pipeline."""
         report = IntegrityReport(preprocessor_id)
+        try:
+            meta = self.get_preprocessor_info(preprocessor_id)
+        except IntegrityError as exc:
+            report.problems.append(str(exc))
+            return report
         directory = self.root / preprocessor_id
         state = directory / STATE_FILE
         if not state.is_file():
@@ -246,6 +272,8 @@ class PreprocessorManager:
             return report
         if pipeline.content_hash() != meta["content_hash"]:
             report.problems.append("content hash differs from pipeline.json (steps or arrays changed)")
+        if pipeline.schema_hash() != meta["schema_hash"]:
+            report.problems.append("schema hash differs from pipeline.json (input/output columns changed)")
         return report
 
     # -- helpers --------------------------------------------------------------------

@@ -62,6 +62,8 @@ def resolve_step(reference: str) -> StepFunc:
         PreprocessorError: the module or attribute no longer exists.
     """
     module_name, _, qualname = reference.partition(":")
+    if not module_name or not qualname:
+        raise PreprocessorError(f"preprocessing step reference '{reference}' is not of the form module:qualname")
     try:
         obj: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
@@ -71,6 +73,24 @@ def resolve_step(reference: str) -> StepFunc:
             f"preprocessing step '{reference}' cannot be imported ({exc}); install the package that defines it"
         ) from None
     return obj
+
+
+POLICY_PREFIX = "policy__"
+
+
+def make_sequences(frame: pd.DataFrame, columns: list[str], length: int) -> tuple[np.ndarray, pd.DataFrame]:
+    """Sliding windows of ``length`` rows per symbol (frame sorted by symbol, time).
+
+    Returns:
+        ``(windows, keys)``: float32 windows ``(n, length, len(columns))`` and the
+        ``timestamp, symbol`` of each window's last bar; windows never span two symbols.
+    """
+    values = frame[columns].to_numpy(np.float32)
+    position = frame.groupby(SYMBOL, sort=False).cumcount().to_numpy()
+    ends = np.flatnonzero(position >= length - 1)
+    offsets = np.arange(-length + 1, 1)
+    windows = values[ends[:, None] + offsets]  # per-symbol positions keep windows inside one symbol
+    return windows, frame.iloc[ends][[TIMESTAMP, SYMBOL]].reset_index(drop=True)
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:
@@ -140,6 +160,31 @@ class PreprocessingPipeline:
         """Output feature columns (known once fitted)."""
         return [c for c in self.output_columns if c not in self.KEY]
 
+    def views(self) -> dict[str, list[str]]:
+        """Feature columns per model input: hybrids have an ``encoder`` and a ``policy`` view.
+
+        Policy-view columns carry the ``policy__`` prefix; every other model has one view.
+        """
+        policy = [c for c in self.feature_names if c.startswith(POLICY_PREFIX)]
+        encoder = [c for c in self.feature_names if not c.startswith(POLICY_PREFIX)]
+        return {"encoder": encoder, "policy": policy} if policy else {"features": encoder}
+
+    def transform_to_sequences(self, df: pd.DataFrame, view: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        """Transform, then cut ``sequence_length`` windows (the LSTM's input).
+
+        Returns:
+            ``(windows, keys)``: windows ``(n, sequence_length, n_features)`` float32 and the
+            ``timestamp, symbol`` of the bar each window ends at.
+
+        Raises:
+            PreprocessorError: the pipeline has no sequence length.
+        """
+        if not self.sequence_length:
+            raise PreprocessorError(f"pipeline {self.version or self.model_type} has no sequence_length")
+        frame = self.transform(df)
+        columns = self.views()[view] if view else self.views().get("encoder", self.feature_names)
+        return make_sequences(frame, columns, self.sequence_length)
+
     def fit_transform(self, df: pd.DataFrame, fit_until: pd.Timestamp | None = None) -> pd.DataFrame:
         """Run every step, fitting stateful ones on rows with ``timestamp <= fit_until``.
 
@@ -199,12 +244,21 @@ class PreprocessingPipeline:
         """
         steps = []
         for step in self.steps:
-            ref = step_reference(step.func)
-            module = step.func.__module__
-            if "<lambda>" in ref or "<locals>" in ref or module == "__main__":
+            ref = step_reference(step.func) if hasattr(step.func, "__qualname__") else repr(step.func)
+            if "<lambda>" in ref or "<locals>" in ref or getattr(step.func, "__module__", "") == "__main__":
                 raise PreprocessorError(
                     f"step '{step.name}' uses {ref}, which cannot be saved: a lambda, closure or "
                     "__main__ function has no importable name; define it at the top level of a module"
+                )
+            try:
+                importable = resolve_step(ref) is step.func
+            except PreprocessorError:
+                importable = False
+            if not importable:
+                raise PreprocessorError(
+                    f"step '{step.name}' uses {ref}, which cannot be saved: only top-level functions and "
+                    "FittedStep classes can be (not partials, bound methods or callable instances); "
+                    "pass settings as step kwargs instead"
                 )
             try:
                 json.dumps(step.kwargs)

@@ -17,11 +17,15 @@ from trade_agent.data.schema import MARKET_COLUMNS, OHLCV, SYMBOL, TIMESTAMP
 from trade_agent.errors import DataValidationError, SchemaError
 from trade_agent.features.indicators import compute_features
 from trade_agent.features.sentiment import join_sentiment, load_sentiment
-from trade_agent.preprocessing.pipeline import FittedStep, feature_columns
+from trade_agent.preprocessing.pipeline import POLICY_PREFIX, FittedStep, feature_columns
 
 
 def validate_input(df: pd.DataFrame) -> pd.DataFrame:
-    """Check the raw frame has the market columns, finite positive prices, unique keys."""
+    """Check the raw frame has the market columns, finite positive prices, unique keys.
+
+    Only the market columns go on: anything else (a label column, a stray index) could
+    otherwise end up in the feature matrix.
+    """
     missing = [c for c in MARKET_COLUMNS if c not in df.columns]
     if missing:
         raise SchemaError(
@@ -38,7 +42,7 @@ def validate_input(df: pd.DataFrame) -> pd.DataFrame:
         raise DataValidationError(
             f"input row {row}, column '{('open', 'high', 'low', 'close')[col]}': price must be finite and > 0"
         )
-    return df.sort_values([SYMBOL, TIMESTAMP], kind="stable").reset_index(drop=True)
+    return df[list(MARKET_COLUMNS)].sort_values([SYMBOL, TIMESTAMP], kind="stable").reset_index(drop=True)
 
 
 def fill_missing(df: pd.DataFrame, max_gap: int = 3) -> pd.DataFrame:
@@ -128,6 +132,41 @@ class NormalizeState(FittedStep):
     @classmethod
     def apply(cls, df: pd.DataFrame, state: dict[str, np.ndarray], clip: float = 10.0) -> pd.DataFrame:
         return ScaleFeatures.apply(df, state, method="standard", clip=clip)
+
+
+class PolicyView(FittedStep):
+    """Hybrid models' second input: the RL policy's view of the same bars.
+
+    Adds reward-shaping features and ``policy__<name>`` copies of every feature,
+    z-scored with training statistics and clipped (state normalisation), while the
+    encoder view (the unprefixed, robust-scaled columns the CNN-LSTM was trained on) stays
+    untouched.
+    """
+
+    @classmethod
+    def _policy_inputs(cls, df: pd.DataFrame, vol_window: int, drawdown_window: int) -> pd.DataFrame:
+        shaped = add_reward_shaping_features(df, vol_window=vol_window, drawdown_window=drawdown_window)
+        return shaped[[TIMESTAMP, SYMBOL, *feature_columns(shaped)]]
+
+    @classmethod
+    def fit(
+        cls, df: pd.DataFrame, clip: float = 10.0, vol_window: int = 20, drawdown_window: int = 60
+    ) -> dict[str, np.ndarray]:
+        return ScaleFeatures.fit(cls._policy_inputs(df, vol_window, drawdown_window), method="standard")
+
+    @classmethod
+    def apply(
+        cls,
+        df: pd.DataFrame,
+        state: dict[str, np.ndarray],
+        clip: float = 10.0,
+        vol_window: int = 20,
+        drawdown_window: int = 60,
+    ) -> pd.DataFrame:
+        policy = ScaleFeatures.apply(cls._policy_inputs(df, vol_window, drawdown_window), state, "standard", clip)
+        columns = [str(c) for c in state["columns"]]
+        renamed = policy[columns].rename(columns=lambda c: f"{POLICY_PREFIX}{c}")
+        return pd.concat([df, renamed], axis=1)
 
 
 def finalize_features(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,9 +1,16 @@
 """Public training API (the seed design's import path).
 
-Stage 1 and later issues add ``UnifiedTrainingManager``, ``TrainingConfig``,
-``TrainingResult`` and ``ModelRegistry`` here.
+``ModelRegistry`` joins these when the registry issue lands.
 """
 
 from trade_agent.preprocessing import FittedStep, PreprocessingPipeline, PreprocessorManager
+from trade_agent.training.unified_manager import TrainingConfig, TrainingResult, UnifiedTrainingManager
 
-__all__ = ["FittedStep", "PreprocessingPipeline", "PreprocessorManager"]
+__all__ = [
+    "FittedStep",
+    "PreprocessingPipeline",
+    "PreprocessorManager",
+    "TrainingConfig",
+    "TrainingResult",
+    "UnifiedTrainingManager",
+]

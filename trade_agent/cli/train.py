@@ -1,0 +1,88 @@
+"""``trade-agent train ...``: train models from a data file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from trade_agent.errors import TradeAgentError
+from trade_agent.log import setup_logging
+from trade_agent.training.unified_manager import TrainingConfig, TrainingResult, UnifiedTrainingManager
+
+train_app = typer.Typer(no_args_is_help=True, help="Train models (stage 1 today; later stages land with their issues).")
+console = Console()
+
+
+def print_metrics(result: TrainingResult) -> None:
+    """val/test metrics side by side."""
+    table = Table(title=f"{result.model_type} -> {result.model_path}")
+    table.add_column("metric")
+    table.add_column("val", justify="right")
+    table.add_column("test", justify="right")
+    names = sorted({k.split("/", 1)[1] for k in result.metrics if "/" in k})
+    for name in names:
+        table.add_row(
+            name, *(f"{result.metrics.get(f'{split}/{name}', float('nan')):.4f}" for split in ("val", "test"))
+        )
+    console.print(table)
+
+
+def cnn_lstm_enhanced(
+    data: Annotated[str, typer.Argument(help="CSV/Parquet file, a `data pipeline -r` dataset dir, or 'sample'.")],
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs (default: params.yaml).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: params.yaml).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate (default: params.yaml).")] = None,
+    sequence_length: Annotated[int | None, typer.Option(help="Input window in bars (default: params.yaml).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (CUDA only).")] = None,
+    strict_device: Annotated[bool, typer.Option(help="Error instead of falling back to CPU.")] = False,
+    resume: Annotated[bool, typer.Option(help="Resume an interrupted run of the same inputs.")] = True,
+    output_dir: Annotated[Path, typer.Option(help="Working directory of this run.")] = Path("models/runs/cnn_lstm"),
+    params_file: Annotated[
+        Path | None, typer.Option("--params", help="params file (default: ./params.yaml, else built-in defaults).")
+    ] = None,
+    optimize: Annotated[bool, typer.Option(help="Optuna hyperparameter search (not available yet).")] = False,
+    n_trials: Annotated[int, typer.Option(help="Optuna trials with --optimize.")] = 50,
+    distributed: Annotated[bool, typer.Option(help="DeepSpeed training (not available yet).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Train the stage-1 CNN-LSTM on DATA and print its validation and test metrics."""
+    from trade_agent.config import load_params_or_defaults
+
+    setup_logging()
+    params = load_params_or_defaults(params_file)
+    extra: dict[str, Any] = {"params": params, "strict_device": strict_device, "resume": resume}
+    if sequence_length is not None:
+        extra["sequence_length"] = sequence_length
+    if precision is not None:
+        extra["precision"] = precision
+    config = TrainingConfig(
+        "cnn_lstm",
+        data,
+        str(output_dir),
+        epochs=epochs or params.cnn_lstm.epochs,
+        batch_size=batch_size or params.cnn_lstm.batch_size,
+        learning_rate=learning_rate or params.cnn_lstm.learning_rate,
+        device=device,
+        distributed=distributed,
+        optimize_hyperparams=optimize,
+        n_trials=n_trials,
+        **extra,
+    )
+    result = UnifiedTrainingManager().train_model(config)
+    if result.status != "completed":
+        error = result.exception
+        raise error if isinstance(error, TradeAgentError) else TradeAgentError(result.error_message or "failed")
+    if as_json:
+        typer.echo(json.dumps({"model_path": result.model_path, "metrics": result.metrics}, indent=2))
+    else:
+        print_metrics(result)
+
+
+train_app.command("cnn-lstm-enhanced")(cnn_lstm_enhanced)
+train_app.command("cnn-lstm", help="Alias of cnn-lstm-enhanced (the seed's original command).")(cnn_lstm_enhanced)

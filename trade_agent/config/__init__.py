@@ -1,0 +1,37 @@
+"""Typed, frozen views of ``params.yaml`` (one module per group of stages)."""
+
+from trade_agent.config.data import BaseConfig, DataConfig
+from trade_agent.config.features import (
+    FeaturesConfig,
+    LabelsConfig,
+    PreprocessingConfig,
+    SentimentConfig,
+    SplitsConfig,
+)
+from trade_agent.config.loader import from_mapping, to_dict
+from trade_agent.config.models import CnnLstmConfig
+from trade_agent.config.params import (
+    DEFAULT_PARAMS_FILE,
+    Params,
+    load_params,
+    load_params_or_defaults,
+    params_from_dict,
+)
+
+__all__ = [
+    "DEFAULT_PARAMS_FILE",
+    "BaseConfig",
+    "CnnLstmConfig",
+    "DataConfig",
+    "FeaturesConfig",
+    "LabelsConfig",
+    "Params",
+    "PreprocessingConfig",
+    "SentimentConfig",
+    "SplitsConfig",
+    "from_mapping",
+    "load_params",
+    "load_params_or_defaults",
+    "params_from_dict",
+    "to_dict",
+]

@@ -1,0 +1,229 @@
+"""Stage 1 end to end: features -> trained CNN-LSTM model directory (+ metrics, curves).
+
+Used by the ``cnn_lstm`` DVC stage, ``UnifiedTrainingManager`` and the CLI alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trade_agent.config import Params
+from trade_agent.errors import ConfigError, DataSourceError
+from trade_agent.io import canonical_json, read_json, sha256_file, sha256_text, write_json
+from trade_agent.models.cnn_lstm import CNNLSTM, CNNLSTMSpec
+from trade_agent.models.store import save_cnn_lstm
+from trade_agent.training.device import DeviceChoice, check_precision, select_device
+from trade_agent.training.trainer import CNNLSTMTrainer, TrainOutcome
+from trade_agent.training.windows import WindowData
+
+log = logging.getLogger(__name__)
+
+FEATURES_FILE = "features.parquet"
+SCHEMA_FILE = "schema.json"
+
+
+@dataclass
+class CnnLstmRun:
+    """Result of :func:`train_cnn_lstm`."""
+
+    model: CNNLSTM
+    outcome: TrainOutcome
+    metrics: dict[str, float]
+    model_dir: Path
+    device: DeviceChoice
+    duration_s: float
+    checkpoints: list[Path]
+
+
+def seed_everything(seed: int, threads: int = 0) -> None:
+    """Seed torch and numpy and make CPU kernels deterministic."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def inputs_hash(params: Params, features_dir: Path) -> str:
+    """Identity of a training run's inputs: data, schema, stage params and seed.
+
+    Names the checkpoint directory, so a re-run resumes only a run of the same inputs.
+    """
+    return sha256_text(
+        canonical_json(
+            {
+                "data": sha256_file(features_dir / FEATURES_FILE),
+                "schema": read_json(features_dir / SCHEMA_FILE),
+                "cnn_lstm": asdict(params.cnn_lstm),
+                "seed": params.base.seed,
+                "device": params.base.device,
+            }
+        )
+    )[:16]
+
+
+def load_window_data(features_dir: Path) -> tuple[WindowData, dict[str, Any]]:
+    """Read the ``features`` stage outputs into tensors.
+
+    Raises:
+        DataSourceError: the features outputs are missing.
+    """
+    for name in (FEATURES_FILE, SCHEMA_FILE):
+        if not (features_dir / name).is_file():
+            raise DataSourceError(f"{features_dir / name} not found; run `dvc repro features` first")
+    schema = read_json(features_dir / SCHEMA_FILE)
+    frame = pd.read_parquet(features_dir / FEATURES_FILE)
+    return WindowData.from_frame(frame, schema["feature_names"], schema["sequence_length"]), schema
+
+
+def train_cnn_lstm(
+    params: Params,
+    features_dir: Path,
+    model_dir: Path,
+    *,
+    metrics_path: Path | None = None,
+    live_dir: Path | None = None,
+    checkpoint_root: Path | None = Path("models/temp"),
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
+    init_from: Path | None = None,
+    keep_checkpoints: bool = False,
+) -> CnnLstmRun:
+    """Train stage 1 and write the model directory (see :mod:`trade_agent.models.store`).
+
+    Checkpoints go to ``<checkpoint_root>/cnn_lstm/<inputs hash>/`` (or ``checkpoint_dir``)
+    every epoch; a re-run with the same inputs resumes there (unless ``resume`` is false)
+    and the directory is removed after success unless ``keep_checkpoints``.
+    ``init_from`` warm-starts from another model directory of the same architecture.
+    """
+    config = params.cnn_lstm
+    started = time.perf_counter()
+    seed_everything(params.base.seed, config.threads)
+    choice = select_device(params.base.device, config.strict_device)
+    check_precision(config.precision, choice.device)
+    data, schema = load_window_data(features_dir)
+    spec = CNNLSTMSpec.from_config(config, data.n_features, data.sequence_length)
+    model = CNNLSTM(spec).to(choice.device)
+    if init_from is not None:
+        _warm_start(model, init_from)
+
+    if checkpoint_dir is None and checkpoint_root is not None:
+        checkpoint_dir = checkpoint_root / "cnn_lstm" / inputs_hash(params, features_dir)
+    if checkpoint_dir is not None and not resume and checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    live = _open_live(live_dir)
+    trainer = CNNLSTMTrainer(
+        model,
+        data,
+        config,
+        choice.device,
+        seed=params.base.seed,
+        checkpoint_dir=checkpoint_dir,
+        on_epoch=live.log_epoch if live else None,
+    )
+    outcome = trainer.fit()
+    metrics = {**trainer.evaluate("val"), **trainer.evaluate("test"), "best_epoch": float(outcome.best_epoch)}
+    duration = time.perf_counter() - started
+
+    preprocessor_id = schema["preprocessor_id"]
+    metadata = {
+        "model_type": "cnn_lstm",
+        "metrics": metrics,
+        "params": asdict(config),
+        "seed": params.base.seed,
+        "data": {
+            "features_sha256": sha256_file(features_dir / FEATURES_FILE),
+            "symbols": schema["symbols"],
+            "splits": schema["splits"],
+            "rows": schema["rows"],
+        },
+        "preprocessor_id": preprocessor_id,
+        "device": choice.to_dict(),
+        "warnings": [f"trained on CPU: {choice.fallback_reason}"] if choice.fallback_reason else [],
+        "training": {
+            "epochs_run": len(outcome.history),
+            "best_epoch": outcome.best_epoch,
+            "stopped_early": outcome.stopped_early,
+            "resumed_from_epoch": outcome.resumed_from_epoch,
+            "duration_s": round(duration, 3),
+        },
+        "hardware": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+    model_config = {
+        "model_type": "cnn_lstm",
+        "feature_names": schema["feature_names"],
+        "return_scale": trainer.return_scale,
+        "classes": ["down", "flat", "up"],
+        "horizon": schema["horizon"],
+        "preprocessor_id": preprocessor_id,
+    }
+    save_cnn_lstm(model_dir, model, model_config, metadata, features_dir / "preprocessor" / preprocessor_id)
+    if metrics_path is not None:
+        write_json(metrics_path, metrics)
+    if live is not None:
+        live.close(metrics)
+    if checkpoint_dir is not None and checkpoint_dir.exists() and not keep_checkpoints:
+        shutil.rmtree(checkpoint_dir)  # success: nothing to resume any more
+    checkpoints = sorted(checkpoint_dir.glob("*.pt")) if checkpoint_dir is not None and checkpoint_dir.exists() else []
+    log.info(
+        "cnn_lstm: best epoch %d, test/accuracy %.3f, test/ic %.3f (%.1f s on %s)",
+        outcome.best_epoch,
+        metrics["test/accuracy"],
+        metrics["test/ic"],
+        duration,
+        choice.device,
+    )
+    return CnnLstmRun(model, outcome, metrics, model_dir, choice, duration, checkpoints)
+
+
+def _warm_start(model: CNNLSTM, model_dir: Path) -> None:
+    """Initialise ``model`` from a saved model of the same architecture.
+
+    Raises:
+        ConfigError: the saved model's architecture differs.
+    """
+    from trade_agent.models.store import load_cnn_lstm
+
+    base, _ = load_cnn_lstm(model_dir)
+    if base.spec != model.spec:
+        raise ConfigError(
+            f"{model_dir}: base model architecture {base.spec.to_dict()} differs from this run's "
+            f"{model.spec.to_dict()}; use matching cnn_lstm params or drop the base model"
+        )
+    model.load_state_dict(base.state_dict())
+    log.info("warm start from %s", model_dir)
+
+
+class _LiveLog:
+    """dvclive per-epoch curves, written without touching dvc.yaml (``dvcyaml=False``)."""
+
+    def __init__(self, directory: Path) -> None:
+        from dvclive import Live
+
+        if directory.exists():
+            shutil.rmtree(directory)  # a resumed run replays its history from the checkpoint
+        self.live = Live(dir=str(directory), dvcyaml=False, save_dvc_exp=False)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.live.step = epoch
+        for name, value in metrics.items():
+            if name != "epoch":
+                self.live.log_metric(name, float(value))
+        self.live.next_step()
+
+    def close(self, final: dict[str, float]) -> None:
+        self.live.end()
+
+
+def _open_live(directory: Path | None) -> _LiveLog | None:
+    return _LiveLog(directory) if directory is not None else None

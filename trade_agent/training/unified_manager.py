@@ -1,0 +1,277 @@
+"""The seed design's programmatic training API.
+
+``UnifiedTrainingManager().train_model(TrainingConfig(...))`` runs the same library code as
+the DVC stages (prepare -> features -> model) in a working directory of its own and returns
+a :class:`TrainingResult` with the real metrics of the trained model. Errors never escape
+as exceptions: the result has ``status == "failed"`` and the error's message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trade_agent.config import DataConfig, Params, load_params_or_defaults, params_from_dict
+from trade_agent.errors import ConfigError, InputError, TradeAgentError
+from trade_agent.models.store import PREPROCESSOR_DIR
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("cnn_lstm",)
+PLANNED_MODEL_TYPES = ("ppo", "sac", "td3", "hybrid", "ensemble")
+# TrainingConfig extras that map to params.yaml keys (section, key).
+EXTRA_KEYS: dict[str, tuple[str, str]] = {
+    "sequence_length": ("features", "sequence_length"),
+    "seed": ("base", "seed"),
+    **{
+        key: ("cnn_lstm", key)
+        for key in (
+            "conv_filters",
+            "kernel_sizes",
+            "norm",
+            "dropout",
+            "residual",
+            "lstm_hidden",
+            "lstm_layers",
+            "attention_heads",
+            "gradient_checkpointing",
+            "weight_decay",
+            "lr_schedule",
+            "warmup_epochs",
+            "patience",
+            "grad_clip",
+            "class_weighting",
+            "regression_weight",
+            "precision",
+            "strict_device",
+            "threads",
+        )
+    },
+}
+
+
+# TrainingConfig extras that steer the run rather than the model.
+RUN_OPTIONS = ("params_file", "params", "resume")
+
+
+class FeatureNotAvailableError(InputError):
+    """A documented option whose implementation has not landed yet."""
+
+
+@dataclass(init=False)
+class TrainingConfig:
+    """What to train, on which data, where to put it.
+
+    Args:
+        model_type: ``cnn_lstm`` (stages 2-4 land with their issues).
+        data_path: a CSV/Parquet file, a ``data pipeline -r`` dataset directory, ``sample``
+            or ``synthetic``.
+        output_dir: working directory; the model lands in ``<output_dir>/model``.
+        resume_from: checkpoint directory to resume (default: the automatic one for the
+            same inputs under ``models/temp``).
+        base_model_path: a model directory whose weights initialise this run (fine-tuning).
+        **extra: further params, e.g. ``sequence_length=20``, ``precision="bf16"``,
+            ``params_file="params.yaml"`` (or ``params=Params(...)``), ``resume=False``;
+            unknown keys are an error.
+    """
+
+    model_type: str
+    data_path: str
+    output_dir: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    device: str
+    distributed: bool
+    optimize_hyperparams: bool
+    n_trials: int
+    resume_from: str | None
+    base_model_path: str | None
+    extra: dict[str, Any]
+
+    def __init__(
+        self,
+        model_type: str,
+        data_path: str,
+        output_dir: str,
+        epochs: int = 100,
+        batch_size: int = 32,
+        learning_rate: float = 1e-3,
+        device: str = "auto",
+        distributed: bool = False,
+        optimize_hyperparams: bool = False,
+        n_trials: int = 50,
+        resume_from: str | None = None,
+        base_model_path: str | None = None,
+        **extra: Any,
+    ) -> None:
+        self.model_type, self.data_path, self.output_dir = model_type, str(data_path), str(output_dir)
+        self.epochs, self.batch_size, self.learning_rate, self.device = epochs, batch_size, learning_rate, device
+        self.distributed, self.optimize_hyperparams, self.n_trials = distributed, optimize_hyperparams, n_trials
+        self.resume_from, self.base_model_path = resume_from, base_model_path
+        self.extra = dict(extra)
+
+
+@dataclass
+class TrainingResult:
+    """Outcome of one :meth:`UnifiedTrainingManager.train_model` call.
+
+    ``performance_grade`` is filled by the model registry once it lands (issue 4); until
+    then it is ``None`` rather than an invented grade.
+    """
+
+    training_id: str
+    model_type: str
+    status: str
+    model_path: str | None = None
+    preprocessor_path: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    performance_grade: str | None = None
+    error_message: str | None = None
+    checkpoints: list[str] = field(default_factory=list)
+    duration: float = 0.0
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+
+def resolve_data(data_path: str) -> DataConfig:
+    """Map the DATA argument onto a ``data`` params section.
+
+    Raises:
+        InputError: the path does not exist or a dataset directory holds no dataset file.
+    """
+    if data_path == "sample":
+        return DataConfig(source="sample")
+    if data_path == "synthetic":
+        return DataConfig(source="synthetic")
+    path = Path(data_path)
+    if path.is_dir():
+        found = [p for p in (path / "dataset.parquet", path / "dataset.csv") if p.is_file()]
+        if not found:
+            raise InputError(f"{path}: no dataset.csv or dataset.parquet inside; run `trade-agent data pipeline -r`")
+        path = found[0]
+    if not path.is_file():
+        raise InputError(f"{data_path}: no such file; pass a CSV/Parquet file, a dataset directory or 'sample'")
+    return DataConfig(source="file", path=str(path))
+
+
+def build_params(config: TrainingConfig) -> Params:
+    """Base params (``params=`` object, ``params_file=``, ./params.yaml or defaults) with the
+    data source and the config's overrides applied."""
+    base = config.extra.get("params")
+    if not isinstance(base, Params):
+        base = load_params_or_defaults(config.extra.get("params_file"))
+    raw = {section.name: dataclasses.asdict(getattr(base, section.name)) for section in dataclasses.fields(Params)}
+    raw["data"] = {**dataclasses.asdict(resolve_data(config.data_path)), "symbols": []}
+    raw["base"]["device"] = config.device
+    raw["cnn_lstm"].update(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate)
+    for key, value in config.extra.items():
+        if key in RUN_OPTIONS:
+            continue
+        if key not in EXTRA_KEYS:
+            raise ConfigError(f"TrainingConfig: unknown option '{key}'; valid extras: {', '.join(sorted(EXTRA_KEYS))}")
+        section, name = EXTRA_KEYS[key]
+        raw[section][name] = value
+    return params_from_dict(raw)
+
+
+class UnifiedTrainingManager:
+    """Run trainings and track their status (thread-safe)."""
+
+    def __init__(self, checkpoint_root: str | Path = "models/temp") -> None:
+        self.checkpoint_root = Path(checkpoint_root)
+        self._lock = threading.Lock()
+        self._trainings: dict[str, dict[str, Any]] = {}
+
+    def train_model(self, config: TrainingConfig) -> TrainingResult:
+        """Train ``config.model_type`` and return its result (never raises for bad input)."""
+        training_id = f"{config.model_type}_{datetime.now(UTC):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:6]}"
+        self._set(training_id, status="running", model_type=config.model_type, started_at=time.time())
+        started = time.perf_counter()
+        try:
+            result = self._train(training_id, config)
+        except Exception as exc:  # the API contract: report, don't raise
+            if not isinstance(exc, TradeAgentError):
+                log.exception("training %s failed", training_id)
+            result = TrainingResult(training_id, config.model_type, "failed", error_message=str(exc), exception=exc)
+        result.duration = time.perf_counter() - started
+        self._set(training_id, status=result.status, finished_at=time.time(), error_message=result.error_message)
+        return result
+
+    def get_training_status(self, training_id: str) -> dict[str, Any]:
+        """Status record of one training (``running``, ``completed`` or ``failed``).
+
+        Raises:
+            InputError: unknown id.
+        """
+        with self._lock:
+            if training_id not in self._trainings:
+                raise InputError(f"training '{training_id}' is unknown to this manager")
+            return dict(self._trainings[training_id])
+
+    def list_active_trainings(self) -> list[dict[str, Any]]:
+        """Trainings still running."""
+        with self._lock:
+            return [{"training_id": k, **v} for k, v in self._trainings.items() if v["status"] == "running"]
+
+    # -- internals ------------------------------------------------------------------
+
+    def _set(self, training_id: str, **values: Any) -> None:
+        with self._lock:
+            self._trainings.setdefault(training_id, {}).update(values)
+
+    def _train(self, training_id: str, config: TrainingConfig) -> TrainingResult:
+        from trade_agent.data.ingest import prepare
+        from trade_agent.features.build import check_enough_bars, run_features_stage
+        from trade_agent.training.cnn_lstm import train_cnn_lstm
+
+        if config.model_type in PLANNED_MODEL_TYPES:
+            raise FeatureNotAvailableError(
+                f"training '{config.model_type}' is not available yet (its issue has not landed); "
+                f"available: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            )
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise ConfigError(
+                f"model type '{config.model_type}' is unknown; use one of {', '.join(SUPPORTED_MODEL_TYPES)}"
+            )
+        if config.optimize_hyperparams:
+            raise FeatureNotAvailableError("--optimize (Optuna search) is not available yet; train without it")
+        if config.distributed:
+            raise FeatureNotAvailableError("--distributed (DeepSpeed) is not available yet; train without it")
+        params = build_params(config)
+        out = Path(config.output_dir)
+        prepare(
+            params.data,
+            out / "data" / "prepared",
+            params.base.seed,
+            check=lambda bars, source: check_enough_bars(bars, params, source),
+        )
+        run_features_stage(params, out / "data" / "prepared" / "market.parquet", out / "data" / "features")
+        model_dir = out / "model"
+        run = train_cnn_lstm(
+            params,
+            out / "data" / "features",
+            model_dir,
+            metrics_path=out / "metrics.json",
+            live_dir=out / "dvclive",
+            checkpoint_root=self.checkpoint_root,
+            checkpoint_dir=Path(config.resume_from) if config.resume_from else None,
+            init_from=Path(config.base_model_path) if config.base_model_path else None,
+            resume=bool(config.extra.get("resume", True)),
+        )
+        preprocessors = sorted((model_dir / PREPROCESSOR_DIR).iterdir())
+        return TrainingResult(
+            training_id,
+            config.model_type,
+            "completed",
+            model_path=str(model_dir),
+            preprocessor_path=str(preprocessors[0]) if preprocessors else None,
+            metrics=run.metrics,
+            checkpoints=[str(p) for p in run.checkpoints],
+        )
