@@ -24,7 +24,7 @@ run: install  ## run the default pipeline on the embedded real dataset
 	dvc metrics show
 
 test: install  ## run the test suite
-	pytest
+	pytest -n 2
 
 bench: install  ## benchmarks, as ratios against baselines measured in the same run
 	python benchmarks/run.py

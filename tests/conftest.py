@@ -151,3 +151,17 @@ def dvc_repo(dvc_template: Path, tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     shutil.copytree(dvc_template, repo, symlinks=True)
     return repo
+
+
+@pytest.fixture(scope="session")
+def tiny_features_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`prepare` + `features` outputs for the tiny params (built once per session)."""
+    from trade_agent.config import params_from_dict
+    from trade_agent.data.ingest import prepare
+    from trade_agent.features.build import run_features_stage
+
+    root = tmp_path_factory.mktemp("tiny-features")
+    params = params_from_dict(tiny_params_dict())
+    prepare(params.data, root / "prepared", params.base.seed)
+    run_features_stage(params, root / "prepared" / "market.parquet", root / "features")
+    return root / "features"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -30,7 +31,8 @@ def _set(repo: Path, section: str, key: str, value: object) -> None:
 
 def test_repro_is_incremental_and_uses_the_run_cache(dvc_repo: Path) -> None:
     first = _repro(dvc_repo)
-    assert "Running stage 'prepare'" in first and "Running stage 'features'" in first
+    for stage in ("prepare", "features", "cnn_lstm", "embed"):
+        assert f"Running stage '{stage}'" in first
     features = dvc_repo / "data" / "features" / "features.parquet"
     original = sha256_file(features)
     metrics = json.loads((dvc_repo / "data" / "features" / "metrics.json").read_text())
@@ -56,6 +58,23 @@ def test_repro_is_incremental_and_uses_the_run_cache(dvc_repo: Path) -> None:
     assert "Running stage" not in reverted, reverted
     assert "Stage 'features' is cached - skipping run, checking out outputs" in reverted
     assert sha256_file(features) == original  # byte-identical restore
+
+
+def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None:
+    _repro(dvc_repo)
+    model = dvc_repo / "models" / "cnn_lstm" / "model.pt"
+    before = sha256_file(model)
+    _set(dvc_repo, "cnn_lstm", "learning_rate", 0.003)
+    changed = _repro(dvc_repo)
+    ran = sorted(line.split("'")[1] for line in changed.splitlines() if line.startswith("Running stage"))
+    assert ran == ["cnn_lstm", "embed"]
+    assert sha256_file(model) != before
+    embeddings = pd.read_parquet(dvc_repo / "data" / "embeddings" / "embeddings.parquet")
+    assert {"emb_0", "prob_up", "pred_return", "split"} <= set(embeddings.columns)
+    metrics = json.loads((dvc_repo / "metrics" / "cnn_lstm.json").read_text())
+    assert 0 <= metrics["test/accuracy"] <= 1
+    plots = run(["dvc", "plots", "show", "--json"], dvc_repo)
+    assert plots.returncode == 0 and "val/loss" in plots.stdout
 
 
 def test_failed_validation_leaves_no_outputs(dvc_repo: Path) -> None:

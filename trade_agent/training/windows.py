@@ -51,8 +51,9 @@ class WindowData:
         }
         return cls(
             features=torch.from_numpy(np.ascontiguousarray(frame[feature_names].to_numpy(np.float32))),
-            direction=torch.from_numpy(direction),
-            returns=torch.from_numpy(frame[TARGET_RETURN].to_numpy(np.float32)),
+            # Copies: pandas hands out read-only views of single columns (copy-on-write).
+            direction=torch.tensor(direction),
+            returns=torch.tensor(frame[TARGET_RETURN].to_numpy(np.float32)),
             ends=ends,
             all_ends=torch.from_numpy(np.flatnonzero(full)),
             sequence_length=sequence_length,

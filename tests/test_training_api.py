@@ -1,0 +1,139 @@
+"""The seed's training API and `trade-agent train cnn-lstm-enhanced`."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from tests.conftest import tiny_params_dict
+from trade_agent.cli.main import app
+from trade_agent.config import params_from_dict
+from trade_agent.data import SyntheticSpec, generate_synthetic
+from trade_agent.training import TrainingConfig, TrainingResult, UnifiedTrainingManager
+from trade_agent.training.embed import PROBABILITY_COLUMNS, compute_embeddings
+from trade_agent.training.unified_manager import UnifiedTrainingManager as SeedPathManager
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def bars_file(tmp_path: Path) -> Path:
+    path = tmp_path / "bars.csv"
+    generate_synthetic(SyntheticSpec(n_symbols=2, n_bars=300, seed=3)).to_csv(path, index=False)
+    return path
+
+
+def test_train_model_returns_real_metrics(bars_file: Path, tmp_path: Path) -> None:
+    assert SeedPathManager is UnifiedTrainingManager
+    manager = UnifiedTrainingManager(checkpoint_root=tmp_path / "temp")
+    config = TrainingConfig(
+        "cnn_lstm",
+        str(bars_file),
+        str(tmp_path / "out"),
+        epochs=2,
+        batch_size=64,
+        params=params_from_dict(tiny_params_dict()),
+        sequence_length=8,
+    )
+    result = manager.train_model(config)
+    assert isinstance(result, TrainingResult) and result.status == "completed", result.error_message
+    assert Path(result.model_path, "model.pt").is_file()
+    assert Path(result.preprocessor_path, "pipeline.json").is_file()
+    assert 0.0 <= result.metrics["test/accuracy"] <= 1.0 and np.isfinite(result.metrics["val/loss"])
+    assert json.loads(Path(result.model_path, "config.json").read_text())["spec"]["sequence_length"] == 8
+    assert result.duration > 0 and result.performance_grade is None  # graded once the registry lands
+    status = manager.get_training_status(result.training_id)
+    assert status["status"] == "completed" and manager.list_active_trainings() == []
+
+
+def test_failures_are_reported_not_raised(tmp_path: Path) -> None:
+    manager = UnifiedTrainingManager(checkpoint_root=tmp_path / "temp")
+    missing = manager.train_model(TrainingConfig("cnn_lstm", str(tmp_path / "nope.csv"), str(tmp_path / "o")))
+    assert missing.status == "failed" and "nope.csv: no such file" in missing.error_message
+    typo = manager.train_model(TrainingConfig("cnn_lstm", "sample", str(tmp_path / "o"), hidden=3))
+    assert typo.status == "failed" and "unknown option 'hidden'" in typo.error_message
+    later = manager.train_model(TrainingConfig("ppo", "sample", str(tmp_path / "o")))
+    assert later.status == "failed" and "not available yet" in later.error_message
+    assert manager.get_training_status(later.training_id)["status"] == "failed"
+
+
+def test_active_trainings_are_listed_while_running(bars_file: Path, tmp_path: Path) -> None:
+    manager = UnifiedTrainingManager(checkpoint_root=tmp_path / "temp")
+    seen: list[list[dict]] = []
+    config = TrainingConfig(
+        "cnn_lstm",
+        str(bars_file),
+        str(tmp_path / "out"),
+        epochs=1,
+        batch_size=64,
+        params=params_from_dict(tiny_params_dict()),
+    )
+    thread = threading.Thread(target=manager.train_model, args=(config,))
+    thread.start()
+    while thread.is_alive():
+        seen.append(manager.list_active_trainings())
+        time.sleep(0.01)
+    thread.join()
+    assert any(active and active[0]["status"] == "running" for active in seen)
+    assert manager.list_active_trainings() == []
+
+
+def test_embeddings_cover_every_row_with_a_full_window(tiny_features_dir: Path, tmp_path: Path) -> None:
+    from trade_agent.training.cnn_lstm import train_cnn_lstm
+
+    params = params_from_dict(tiny_params_dict())
+    run = train_cnn_lstm(params, tiny_features_dir, tmp_path / "m", checkpoint_root=None)
+    frame = pd.read_parquet(tiny_features_dir / "features.parquet")
+    embeddings = compute_embeddings(tmp_path / "m", frame)
+    length = params.features.sequence_length
+    expected = frame.groupby("symbol").size().sub(length - 1).sum()
+    assert len(embeddings) == expected
+    assert set(embeddings["split"]) == {"train", "val", "test", "excluded"}
+    emb_cols = [c for c in embeddings.columns if c.startswith("emb_")]
+    assert len(emb_cols) == run.model.embedding_dim
+    np.testing.assert_allclose(embeddings[list(PROBABILITY_COLUMNS)].sum(axis=1), 1.0, rtol=1e-5)
+    # Row k of the embeddings equals encoding that row's window directly.
+    import torch
+
+    row = embeddings.iloc[5]
+    rows = frame[frame["symbol"] == row["symbol"]].reset_index(drop=True)
+    end = int(np.flatnonzero(rows["timestamp"] == row["timestamp"])[0])
+    names = json.loads((tmp_path / "m" / "config.json").read_text())["feature_names"]
+    window = torch.tensor(rows[names].to_numpy(np.float32)[end - length + 1 : end + 1])[None]
+    with torch.no_grad():
+        direct = run.model.eval().encode(window)[0].numpy()
+    np.testing.assert_allclose(row[emb_cols].to_numpy(np.float32), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_trains_and_prints_metrics(bars_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "cnn-lstm-enhanced", str(bars_file), "--epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output[result.output.index("{") :])
+    assert payload["model_path"] == str(Path("models/runs/cnn_lstm/model"))
+    assert set(payload["metrics"]) >= {"val/accuracy", "test/accuracy", "test/ic"}
+    table = runner.invoke(app, ["train", "cnn-lstm", str(bars_file), "--epochs", "1", "--sequence-length", "6"])
+    assert table.exit_code == 0, table.output
+    assert "balanced_accuracy" in table.output and "directional_accuracy" in table.output
+
+
+@pytest.mark.parametrize("flag", ["--optimize", "--distributed"])
+def test_cli_unavailable_options_fail_clearly(flag: str, bars_file: Path) -> None:
+    result = runner.invoke(app, ["train", "cnn-lstm-enhanced", str(bars_file), flag])
+    assert result.exit_code == 2
+    assert "is not available yet" in result.output
+
+
+def test_cli_bad_data_is_one_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "cnn-lstm-enhanced", str(tmp_path / "missing.csv")])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: ") and "no such file" in result.output
