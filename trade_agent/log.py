@@ -12,6 +12,18 @@ from rich.logging import RichHandler
 LOG_FILE = Path("logs/training.log")
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (test runners and notebooks swap it)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass  # always the current sys.stderr
+
+
 def setup_logging(level: int = logging.INFO, log_file: Path | None = LOG_FILE) -> None:
     """Configure the ``trade_agent`` logger once per process (idempotent)."""
     logger = logging.getLogger("trade_agent")
@@ -23,7 +35,7 @@ def setup_logging(level: int = logging.INFO, log_file: Path | None = LOG_FILE) -
         console = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
         console.setFormatter(logging.Formatter("%(message)s"))
     else:  # CI logs and pipes: plain lines, no wrapping at 80 columns
-        console = logging.StreamHandler(sys.stderr)
+        console = _CurrentStderrHandler()
         console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger.addHandler(console)
     if log_file is not None:
