@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: install  ## run the default pipeline on the embedded real dataset
 	dvc repro
+	trade-agent models export
+	trade-agent train list
 	dvc metrics show
 
 test: install  ## run the test suite

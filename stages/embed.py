@@ -9,7 +9,7 @@ from trade_agent.training.embed import run_embed_stage
 
 def main() -> None:
     setup_logging()
-    run_embed_stage(Path("models/cnn_lstm"), Path("data/features"), Path("data/embeddings/embeddings.parquet"))
+    run_embed_stage(Path("models/pipeline/cnn_lstm"), Path("data/features"), Path("data/embeddings/embeddings.parquet"))
 
 
 if __name__ == "__main__":

@@ -81,6 +81,13 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     os.environ.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own directory: nothing lands in the working tree (logs/,
+    models/, the registry store) and relative paths cannot leak between tests."""
+    monkeypatch.chdir(tmp_path)
+
+
 def tiny_params_dict(**overrides: dict) -> dict:
     """params.yaml content for tests: synthetic data, tiny indicator periods."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())

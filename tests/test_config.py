@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,24 @@ def test_defaults_give_about_thirty_features() -> None:
     from trade_agent.features import feature_names
 
     assert 30 <= len(feature_names(FeaturesConfig())) <= 40
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("patience", 0, "cnn_lstm.patience: must be >= 1"),
+        ("weight_decay", -0.1, "cnn_lstm.weight_decay: must be >= 0"),
+        ("kernel_sizes", [0, 3], "every entry must be >= 1"),
+        ("attention_heads", 3, "must divide lstm_hidden 64"),
+        ("regression_weight", -1.0, "cnn_lstm.regression_weight: must be >= 0"),
+    ],
+)
+def test_cnn_lstm_values_are_checked(key: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        params_from_dict({"cnn_lstm": {key: value}})
+
+
+def test_device_names() -> None:
+    assert params_from_dict({"base": {"device": "cuda:1"}}).base.device == "cuda:1"
+    with pytest.raises(ConfigError, match=r"base\.device: 'gpu' is unknown"):
+        params_from_dict({"base": {"device": "gpu"}})

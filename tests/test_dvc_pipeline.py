@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -62,7 +63,7 @@ def test_repro_is_incremental_and_uses_the_run_cache(dvc_repo: Path) -> None:
 
 def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None:
     _repro(dvc_repo)
-    model = dvc_repo / "models" / "cnn_lstm" / "model.pt"
+    model = dvc_repo / "models" / "pipeline" / "cnn_lstm" / "model.pt"
     before = sha256_file(model)
     _set(dvc_repo, "cnn_lstm", "learning_rate", 0.003)
     changed = _repro(dvc_repo)
@@ -88,3 +89,50 @@ def test_failed_validation_leaves_no_outputs(dvc_repo: Path) -> None:
     assert "error: data/raw/bars.csv: column 'close', line 2: non-numeric value 'x'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (dvc_repo / "data" / "prepared" / "market.parquet").exists()
+
+
+CLI = [sys.executable, "-m", "trade_agent.cli"]
+
+
+def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -> None:
+    _repro(dvc_repo)
+    first_files = {
+        p.relative_to(dvc_repo / "models/pipeline/cnn_lstm"): p.read_bytes()
+        for p in (dvc_repo / "models/pipeline/cnn_lstm").rglob("*")
+        if p.is_file()
+    }
+    _set(dvc_repo, "cnn_lstm", "dropout", 0.2)
+    _repro(dvc_repo)
+    listed = json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)
+    assert [m["version"] for m in listed] == ["1.1.0", "1.0.0"]  # hyperparameter change: MINOR
+    got = run([*CLI, "models", "get", "cnn_lstm@v1.0.0", "-o", "restored"], dvc_repo)
+    assert got.returncode == 0, got.stderr
+    restored = {
+        p.relative_to(dvc_repo / "restored"): p.read_bytes() for p in (dvc_repo / "restored").rglob("*") if p.is_file()
+    }
+    assert restored == first_files  # byte-identical, although the workspace holds v1.1.0 now
+    # Reverting the param restores the stage from the run-cache: nothing new is registered.
+    _set(dvc_repo, "cnn_lstm", "dropout", 0.1)
+    _repro(dvc_repo)
+    assert len(json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)) == 2
+    # The store sits beside the DVC cache, shared with experiment workspaces.
+    assert (dvc_repo / ".dvc" / "trade-agent-registry" / "index.json").is_file()
+
+
+def test_release_is_seen_by_gto_and_dvc_artifacts_get(dvc_repo: Path) -> None:
+    _repro(dvc_repo)
+    refused = run([*CLI, "release", "cnn_lstm@v1.0.0"], dvc_repo)
+    assert refused.returncode == 2 and "no commit's dvc.lock holds cnn_lstm_v1.0.0" in refused.stderr
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "train"]):
+        assert run(cmd, dvc_repo).returncode == 0
+    released = run([*CLI, "release", "cnn_lstm@v1.0.0", "--stage", "prod"], dvc_repo)
+    assert released.returncode == 0, released.stderr
+    assert "cnn_lstm@v1.0.0, cnn_lstm#prod#1" in released.stdout
+    shown = run(["gto", "show", "--json"], dvc_repo)
+    assert shown.returncode == 0, shown.stderr
+    artifact = json.loads(shown.stdout)["cnn_lstm"]
+    assert artifact["version"] == "v1.0.0" and artifact["stage"]["prod"] == "v1.0.0"
+    fetched = run(["dvc", "artifacts", "get", ".", "cnn_lstm", "--rev", "v1.0.0", "-o", "fetched"], dvc_repo)
+    assert fetched.returncode == 0, fetched.stderr
+    model = dvc_repo / "models" / "pipeline" / "cnn_lstm" / "model.pt"
+    assert (dvc_repo / "fetched" / "model.pt").read_bytes() == model.read_bytes()

@@ -51,7 +51,7 @@ def _planted(tmp_path: Path, ar: float) -> tuple[float, float, float]:
     params = params_from_dict(
         {
             **LEARNING,
-            "data": {"source": "synthetic", "synthetic_symbols": 4, "synthetic_bars": 3000, "synthetic_ar": ar},
+            "data": {"source": "synthetic", "synthetic_symbols": 4, "synthetic_bars": 6000, "synthetic_ar": ar},
         }
     )
     prepare(params.data, tmp_path / "prepared", params.base.seed)
@@ -81,8 +81,9 @@ def test_learns_at_least_90_percent_of_the_planted_edge(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_pure_noise_stays_at_chance(tmp_path: Path) -> None:
     accuracy, _, chance = _planted(tmp_path, ar=0.0)
-    # ~1,700 test windows: 3 standard errors of a coin flip is 0.036.
-    assert abs(accuracy - chance) < 0.036, (accuracy, chance)
+    # ~3,600 test windows: 0.03 is 3.6 standard errors of a coin flip. Leakage would show
+    # as accuracy above chance; seeds 1-8 measured within 0.012.
+    assert abs(accuracy - chance) < 0.03, (accuracy, chance)
 
 
 def test_same_seed_same_weights(tiny_features_dir: Path, tmp_path: Path) -> None:

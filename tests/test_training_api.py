@@ -17,6 +17,7 @@ from tests.conftest import tiny_params_dict
 from trade_agent.cli.main import app
 from trade_agent.config import params_from_dict
 from trade_agent.data import SyntheticSpec, generate_synthetic
+from trade_agent.registry import ModelRegistry
 from trade_agent.training import TrainingConfig, TrainingResult, UnifiedTrainingManager
 from trade_agent.training.embed import PROBABILITY_COLUMNS, compute_embeddings
 from trade_agent.training.unified_manager import UnifiedTrainingManager as SeedPathManager
@@ -49,7 +50,11 @@ def test_train_model_returns_real_metrics(bars_file: Path, tmp_path: Path) -> No
     assert Path(result.preprocessor_path, "pipeline.json").is_file()
     assert 0.0 <= result.metrics["test/accuracy"] <= 1.0 and np.isfinite(result.metrics["val/loss"])
     assert json.loads(Path(result.model_path, "config.json").read_text())["spec"]["sequence_length"] == 8
-    assert result.duration > 0 and result.performance_grade is None  # graded once the registry lands
+    assert result.duration > 0
+    # Registered: the id carries the grade the registry computed from these metrics.
+    registry = ModelRegistry(tmp_path / "models")
+    assert registry.get_model(result.model_id).performance_grade == result.performance_grade
+    assert result.model_id.startswith(f"cnn_lstm_v1.0.0_grade_{result.performance_grade}_acc_")
     status = manager.get_training_status(result.training_id)
     assert status["status"] == "completed" and manager.list_active_trainings() == []
 
@@ -137,3 +142,44 @@ def test_cli_bad_data_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "cnn-lstm-enhanced", str(tmp_path / "missing.csv")])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: ") and "no such file" in result.output
+
+
+def test_params_data_section_is_kept_and_resume_dir_is_respected(tmp_path: Path) -> None:
+    """DATA picks the source; how to read it (date_format...) still comes from params."""
+    frame = generate_synthetic(SyntheticSpec(n_symbols=1, n_bars=300, seed=3))
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%d.%m.%Y")
+    frame.drop(columns="symbol").to_csv(tmp_path / "eu.csv", index=False)
+    raw = tiny_params_dict()
+    raw["data"]["date_format"] = "%d.%m.%Y"
+    mine = tmp_path / "my-checkpoints"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    manager = UnifiedTrainingManager(checkpoint_root=tmp_path / "temp", registry_root=tmp_path / "models")
+    result = manager.train_model(
+        TrainingConfig(
+            "cnn_lstm",
+            str(tmp_path / "eu.csv"),
+            str(tmp_path / "out"),
+            epochs=1,
+            batch_size=64,
+            params=params_from_dict(raw),
+            resume_from=str(mine),
+        )
+    )
+    assert result.status == "completed", result.error_message
+    assert (mine / "notes.txt").read_text() == "keep me" and not (mine / "checkpoint.pt").exists()
+
+
+def test_cli_zero_epochs_is_an_error_not_a_default(bars_file: Path) -> None:
+    result = runner.invoke(app, ["train", "cnn-lstm-enhanced", str(bars_file), "--epochs", "0"])
+    assert result.exit_code == 2 and "cnn_lstm.epochs: must be >= 1, got 0" in result.output
+
+
+def test_windows_refuse_unsorted_frames(tiny_features_dir: Path) -> None:
+    from trade_agent.errors import SchemaError
+    from trade_agent.training.windows import WindowData
+
+    frame = pd.read_parquet(tiny_features_dir / "features.parquet")
+    names = json.loads((tiny_features_dir / "schema.json").read_text())["feature_names"]
+    with pytest.raises(SchemaError, match="sorted by symbol, then time"):
+        WindowData.from_frame(frame.sort_values("timestamp"), names, 5)

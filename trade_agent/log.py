@@ -29,7 +29,7 @@ def setup_logging(level: int = logging.INFO, log_file: Path | None = LOG_FILE) -
     logger = logging.getLogger("trade_agent")
     if getattr(logger, "_trade_agent_configured", False):
         return
-    logger.setLevel(level)
+    logger.setLevel(logging.DEBUG)  # the file gets debug details, the console `level`
     console: logging.Handler
     if sys.stderr.isatty():
         console = RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)
@@ -37,11 +37,13 @@ def setup_logging(level: int = logging.INFO, log_file: Path | None = LOG_FILE) -
     else:  # CI logs and pipes: plain lines, no wrapping at 80 columns
         console = _CurrentStderrHandler()
         console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    console.setLevel(level)
     logger.addHandler(console)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.DEBUG)
         logger.addHandler(handler)
     logger.propagate = False
     logger._trade_agent_configured = True  # type: ignore[attr-defined]

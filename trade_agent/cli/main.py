@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from trade_agent import __version__
 from trade_agent.cli.data import data_app
 from trade_agent.cli.errors import exit_with, is_cli_control_flow
+from trade_agent.cli.models import models_app, release
 from trade_agent.cli.train import train_app
 
 
@@ -35,6 +36,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
+app.add_typer(models_app, name="models")
+app.command("release")(release)
 
 
 def _version(value: bool) -> None:

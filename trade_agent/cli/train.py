@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from trade_agent.cli.models import info, list_models
+from trade_agent.cli.tables import make_console
 from trade_agent.errors import TradeAgentError
 from trade_agent.log import setup_logging
 from trade_agent.training.unified_manager import TrainingConfig, TrainingResult, UnifiedTrainingManager
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models (stage 1 today; later stages land with their issues).")
-console = Console()
+console = make_console()
 
 
 def print_metrics(result: TrainingResult) -> None:
@@ -38,9 +39,11 @@ def cnn_lstm_enhanced(
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: params.yaml).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate (default: params.yaml).")] = None,
     sequence_length: Annotated[int | None, typer.Option(help="Input window in bars (default: params.yaml).")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: params base.device).")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (CUDA only).")] = None,
-    strict_device: Annotated[bool, typer.Option(help="Error instead of falling back to CPU.")] = False,
+    strict_device: Annotated[
+        bool | None, typer.Option("--strict-device/--no-strict-device", help="Error instead of falling back to CPU.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Resume an interrupted run of the same inputs.")] = True,
     output_dir: Annotated[Path, typer.Option(help="Working directory of this run.")] = Path("models/runs/cnn_lstm"),
     params_file: Annotated[
@@ -56,7 +59,9 @@ def cnn_lstm_enhanced(
 
     setup_logging()
     params = load_params_or_defaults(params_file)
-    extra: dict[str, Any] = {"params": params, "strict_device": strict_device, "resume": resume}
+    extra: dict[str, Any] = {"params": params, "resume": resume}
+    if strict_device is not None:
+        extra["strict_device"] = strict_device
     if sequence_length is not None:
         extra["sequence_length"] = sequence_length
     if precision is not None:
@@ -65,9 +70,9 @@ def cnn_lstm_enhanced(
         "cnn_lstm",
         data,
         str(output_dir),
-        epochs=epochs or params.cnn_lstm.epochs,
-        batch_size=batch_size or params.cnn_lstm.batch_size,
-        learning_rate=learning_rate or params.cnn_lstm.learning_rate,
+        epochs=epochs if epochs is not None else params.cnn_lstm.epochs,
+        batch_size=batch_size if batch_size is not None else params.cnn_lstm.batch_size,
+        learning_rate=learning_rate if learning_rate is not None else params.cnn_lstm.learning_rate,
         device=device,
         distributed=distributed,
         optimize_hyperparams=optimize,
@@ -76,13 +81,27 @@ def cnn_lstm_enhanced(
     )
     result = UnifiedTrainingManager().train_model(config)
     if result.status != "completed":
-        error = result.exception
-        raise error if isinstance(error, TradeAgentError) else TradeAgentError(result.error_message or "failed")
+        raise result.exception or TradeAgentError(result.error_message or "training failed")
     if as_json:
-        typer.echo(json.dumps({"model_path": result.model_path, "metrics": result.metrics}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "model_id": result.model_id,
+                    "model_path": result.model_path,
+                    "performance_grade": result.performance_grade,
+                    "metrics": result.metrics,
+                },
+                indent=2,
+            )
+        )
     else:
         print_metrics(result)
+        console.print(f"registered [bold]{result.model_id}[/] (grade {result.performance_grade})")
 
 
 train_app.command("cnn-lstm-enhanced")(cnn_lstm_enhanced)
 train_app.command("cnn-lstm", help="Alias of cnn-lstm-enhanced (the seed's original command).")(cnn_lstm_enhanced)
+
+
+train_app.command("list")(list_models)
+train_app.command("info")(info)

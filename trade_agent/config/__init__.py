@@ -8,7 +8,7 @@ from trade_agent.config.features import (
     SentimentConfig,
     SplitsConfig,
 )
-from trade_agent.config.loader import from_mapping, to_dict
+from trade_agent.config.loader import from_mapping, to_dict, to_plain
 from trade_agent.config.models import CnnLstmConfig
 from trade_agent.config.params import (
     DEFAULT_PARAMS_FILE,
@@ -34,4 +34,5 @@ __all__ = [
     "load_params_or_defaults",
     "params_from_dict",
     "to_dict",
+    "to_plain",
 ]

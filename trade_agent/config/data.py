@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,7 +14,11 @@ class BaseConfig:
     """Settings shared by every stage."""
 
     seed: int = 42
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"base.device: '{self.device}' is unknown; use auto, cpu, cuda or cuda:N")
 
 
 @dataclass(frozen=True)

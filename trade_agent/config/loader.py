@@ -26,6 +26,8 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in get_args(tp))
     if origin is list:
         return f"list[{_type_name(get_args(tp)[0])}]"
+    if origin is dict:
+        return f"mapping of {_type_name(get_args(tp)[1])}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -47,6 +49,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif origin is list:
         if isinstance(value, list | tuple):
             return [_coerce(v, get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        ok = False
+    elif origin is dict:
+        if isinstance(value, Mapping):
+            return {str(k): _coerce(v, get_args(tp)[1], f"{key}.{k}") for k, v in value.items()}
         ok = False
     elif tp is type(None):
         ok = value is None
@@ -93,3 +99,12 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, section: str) 
 def to_dict(config: Any) -> dict[str, Any]:
     """JSON-ready dict of a config dataclass (for metadata and saved pipelines)."""
     return dataclasses.asdict(config)
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses (also inside dicts, e.g. the ``grading`` section) -> plain dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value

@@ -62,9 +62,17 @@ class CnnLstmConfig:
                 f"cnn_lstm.attention_heads: {self.attention_heads} must divide lstm_hidden {self.lstm_hidden}; "
                 "pick a divisor or 0 to disable attention"
             )
-        for key in ("epochs", "batch_size", "lstm_hidden", "lstm_layers"):
+        for key in ("epochs", "batch_size", "lstm_hidden", "lstm_layers", "patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"cnn_lstm.{key}: must be >= 1, got {getattr(self, key)}")
+        for key in ("weight_decay", "attention_heads", "regression_weight", "grad_clip", "warmup_epochs", "threads"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"cnn_lstm.{key}: must be >= 0, got {getattr(self, key)}")
+        if min(self.conv_filters) < 1 or min(self.kernel_sizes) < 1:
+            raise ConfigError(
+                f"cnn_lstm.conv_filters {self.conv_filters} / kernel_sizes {self.kernel_sizes}: "
+                "every entry must be >= 1"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"cnn_lstm.dropout: must be in [0, 1), got {self.dropout}")
         if self.learning_rate <= 0:

@@ -21,8 +21,9 @@ from trade_agent.config.features import (
     SentimentConfig,
     SplitsConfig,
 )
-from trade_agent.config.loader import from_mapping
+from trade_agent.config.loader import _coerce
 from trade_agent.config.models import CnnLstmConfig
+from trade_agent.config.registry import TypeGrading, default_grading
 from trade_agent.errors import ConfigError
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -40,6 +41,7 @@ class Params:
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cnn_lstm: CnnLstmConfig = field(default_factory=CnnLstmConfig)
+    grading: dict[str, TypeGrading] = field(default_factory=default_grading)
 
     def validate(self) -> Params:
         """Cross-section checks; returns ``self`` so it can be chained."""
@@ -66,7 +68,7 @@ def params_from_dict(raw: Mapping[str, Any] | None) -> Params:
     unknown = sorted(set(raw) - set(hints))
     if unknown:
         raise ConfigError(f"params.yaml: unknown section '{unknown[0]}'; valid sections are: {', '.join(hints)}")
-    sections = {name: from_mapping(hints[name], raw.get(name), name) for name in raw}
+    sections = {name: _coerce(raw[name] if raw[name] is not None else {}, hints[name], name) for name in raw}
     return Params(**sections).validate()
 
 

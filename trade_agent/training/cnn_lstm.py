@@ -5,6 +5,7 @@ Used by the ``cnn_lstm`` DVC stage, ``UnifiedTrainingManager`` and the CLI alike
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import shutil
@@ -22,8 +23,9 @@ from trade_agent.errors import ConfigError, DataSourceError
 from trade_agent.io import canonical_json, read_json, sha256_file, sha256_text, write_json
 from trade_agent.models.cnn_lstm import CNNLSTM, CNNLSTMSpec
 from trade_agent.models.store import save_cnn_lstm
+from trade_agent.registry import ModelRegistry
 from trade_agent.training.device import DeviceChoice, check_precision, select_device
-from trade_agent.training.trainer import CNNLSTMTrainer, TrainOutcome
+from trade_agent.training.trainer import CHECKPOINT_FILE, CNNLSTMTrainer, TrainOutcome
 from trade_agent.training.windows import WindowData
 
 log = logging.getLogger(__name__)
@@ -119,8 +121,8 @@ def train_cnn_lstm(
 
     if checkpoint_dir is None and checkpoint_root is not None:
         checkpoint_dir = checkpoint_root / "cnn_lstm" / inputs_hash(params, features_dir)
-    if checkpoint_dir is not None and not resume and checkpoint_dir.exists():
-        shutil.rmtree(checkpoint_dir)
+    if checkpoint_dir is not None and not resume:
+        (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     live = _open_live(live_dir)
     trainer = CNNLSTMTrainer(
         model,
@@ -172,8 +174,12 @@ def train_cnn_lstm(
         write_json(metrics_path, metrics)
     if live is not None:
         live.close(metrics)
-    if checkpoint_dir is not None and checkpoint_dir.exists() and not keep_checkpoints:
-        shutil.rmtree(checkpoint_dir)  # success: nothing to resume any more
+    if checkpoint_dir is not None and not keep_checkpoints:
+        # Success: nothing to resume any more. Only our file goes; the directory too if
+        # that leaves it empty (it may be a user's resume_from directory).
+        (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            checkpoint_dir.rmdir()
     checkpoints = sorted(checkpoint_dir.glob("*.pt")) if checkpoint_dir is not None and checkpoint_dir.exists() else []
     log.info(
         "cnn_lstm: best epoch %d, test/accuracy %.3f, test/ic %.3f (%.1f s on %s)",
@@ -227,3 +233,35 @@ class _LiveLog:
 
 def _open_live(directory: Path | None) -> _LiveLog | None:
     return _LiveLog(directory) if directory is not None else None
+
+
+RUNTIME_KEYS = ("threads", "strict_device", "precision")
+
+
+def register_cnn_lstm(model_dir: Path, params: Params, registry: ModelRegistry) -> str:
+    """Register a trained model directory; returns its id (existing id for known content)."""
+    config = read_json(model_dir / "config.json")
+    metadata = read_json(model_dir / "metadata.json")
+    hyperparameters = {k: v for k, v in asdict(params.cnn_lstm).items() if k not in RUNTIME_KEYS}
+    training_config = {
+        **hyperparameters,
+        "seed": metadata["seed"],
+        "runtime": {k: getattr(params.cnn_lstm, k) for k in RUNTIME_KEYS} | {"device": metadata["device"]},
+        "interface": {
+            "family": "CNNLSTM",
+            "feature_names": config["feature_names"],
+            "sequence_length": config["spec"]["sequence_length"],
+            "outputs": {"direction": config["classes"], "return_horizon": config["horizon"]},
+        },
+    }
+    return registry.register_model(
+        "cnn_lstm",
+        model_dir,
+        None,  # the preprocessor is inside the model directory
+        training_config,
+        metadata["metrics"],
+        {**metadata["data"], "preprocessor_id": metadata["preprocessor_id"]},
+        training_duration=metadata["training"]["duration_s"],
+        hardware_info=metadata["hardware"],
+        notes="; ".join(metadata["warnings"]),
+    )

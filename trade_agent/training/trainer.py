@@ -229,8 +229,9 @@ class CNNLSTMTrainer:
         for epoch in _progress(range(start + 1, self.config.epochs + 1), total=self.config.epochs, done=start):
             if stopped_early:
                 break
+            lr = float(self.scheduler.get_last_lr()[0])  # the rate this epoch starts with
             train_loss = self._train_epoch()
-            logged = {"train/loss": train_loss, "train/lr": float(self.scheduler.get_last_lr()[0])}
+            logged = {"train/loss": train_loss, "train/lr": lr}
             logged |= self.evaluate("val")
             state["history"].append({"epoch": epoch, **logged})
             if logged["val/loss"] < state["best_val_loss"]:

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trade_agent.config import DataConfig, Params, load_params_or_defaults, params_from_dict
-from trade_agent.errors import ConfigError, InputError, TradeAgentError
+from trade_agent.config import DataConfig, Params, load_params_or_defaults, params_from_dict, to_plain
+from trade_agent.errors import ConfigError, InputError
 from trade_agent.models.store import PREPROCESSOR_DIR
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,10 @@ EXTRA_KEYS: dict[str, tuple[str, str]] = {
 
 
 # TrainingConfig extras that steer the run rather than the model.
-RUN_OPTIONS = ("params_file", "params", "resume")
+RUN_OPTIONS = ("params_file", "params", "resume", "keep_checkpoints")
+
+
+_TRAINING_LOCK = threading.Lock()
 
 
 class FeatureNotAvailableError(InputError):
@@ -74,6 +77,7 @@ class TrainingConfig:
         data_path: a CSV/Parquet file, a ``data pipeline -r`` dataset directory, ``sample``
             or ``synthetic``.
         output_dir: working directory; the model lands in ``<output_dir>/model``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (default: params ``base.device``).
         resume_from: checkpoint directory to resume (default: the automatic one for the
             same inputs under ``models/temp``).
         base_model_path: a model directory whose weights initialise this run (fine-tuning).
@@ -88,7 +92,7 @@ class TrainingConfig:
     epochs: int
     batch_size: int
     learning_rate: float
-    device: str
+    device: str | None
     distributed: bool
     optimize_hyperparams: bool
     n_trials: int
@@ -104,7 +108,7 @@ class TrainingConfig:
         epochs: int = 100,
         batch_size: int = 32,
         learning_rate: float = 1e-3,
-        device: str = "auto",
+        device: str | None = None,
         distributed: bool = False,
         optimize_hyperparams: bool = False,
         n_trials: int = 50,
@@ -123,8 +127,9 @@ class TrainingConfig:
 class TrainingResult:
     """Outcome of one :meth:`UnifiedTrainingManager.train_model` call.
 
-    ``performance_grade`` is filled by the model registry once it lands (issue 4); until
-    then it is ``None`` rather than an invented grade.
+    ``model_id`` and ``performance_grade`` come from the model registry, which every
+    completed training registers into. ``checkpoints`` lists checkpoint files still on
+    disk: none after a success unless ``keep_checkpoints=True`` was passed.
     """
 
     training_id: str
@@ -135,6 +140,7 @@ class TrainingResult:
     metrics: dict[str, float] = field(default_factory=dict)
     performance_grade: str | None = None
     error_message: str | None = None
+    model_id: str | None = None
     checkpoints: list[str] = field(default_factory=list)
     duration: float = 0.0
     exception: BaseException | None = field(default=None, repr=False, compare=False)
@@ -167,9 +173,13 @@ def build_params(config: TrainingConfig) -> Params:
     base = config.extra.get("params")
     if not isinstance(base, Params):
         base = load_params_or_defaults(config.extra.get("params_file"))
-    raw = {section.name: dataclasses.asdict(getattr(base, section.name)) for section in dataclasses.fields(Params)}
-    raw["data"] = {**dataclasses.asdict(resolve_data(config.data_path)), "symbols": []}
-    raw["base"]["device"] = config.device
+    raw = {section.name: to_plain(getattr(base, section.name)) for section in dataclasses.fields(Params)}
+    chosen = resolve_data(config.data_path)
+    # The data source comes from DATA; how to read and clean it (date_format, max_gap,
+    # symbol, align, synthetic_*) still comes from params.
+    raw["data"].update(source=chosen.source, path=chosen.path)
+    if config.device is not None:
+        raw["base"]["device"] = config.device
     raw["cnn_lstm"].update(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate)
     for key, value in config.extra.items():
         if key in RUN_OPTIONS:
@@ -184,22 +194,30 @@ def build_params(config: TrainingConfig) -> Params:
 class UnifiedTrainingManager:
     """Run trainings and track their status (thread-safe)."""
 
-    def __init__(self, checkpoint_root: str | Path = "models/temp") -> None:
+    def __init__(self, checkpoint_root: str | Path = "models/temp", registry_root: str | Path = "models") -> None:
         self.checkpoint_root = Path(checkpoint_root)
+        self.registry_root = Path(registry_root)
         self._lock = threading.Lock()
         self._trainings: dict[str, dict[str, Any]] = {}
 
     def train_model(self, config: TrainingConfig) -> TrainingResult:
         """Train ``config.model_type`` and return its result (never raises for bad input)."""
         training_id = f"{config.model_type}_{datetime.now(UTC):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:6]}"
-        self._set(training_id, status="running", model_type=config.model_type, started_at=time.time())
+        self._set(training_id, status="queued", model_type=config.model_type, started_at=time.time())
         started = time.perf_counter()
         try:
-            result = self._train(training_id, config)
+            # torch's RNG and thread count are process-wide: one training at a time keeps
+            # every run deterministic (parallel runs belong in separate processes).
+            with _TRAINING_LOCK:
+                self._set(training_id, status="running")
+                result = self._train(training_id, config)
         except Exception as exc:  # the API contract: report, don't raise
-            if not isinstance(exc, TradeAgentError):
-                log.exception("training %s failed", training_id)
+            # Reported in the result (and by the CLI); the stack goes to logs/training.log.
+            log.debug("training %s failed: %s", training_id, exc, exc_info=True)
             result = TrainingResult(training_id, config.model_type, "failed", error_message=str(exc), exception=exc)
+        except BaseException:
+            self._set(training_id, status="interrupted", finished_at=time.time())
+            raise
         result.duration = time.perf_counter() - started
         self._set(training_id, status=result.status, finished_at=time.time(), error_message=result.error_message)
         return result
@@ -218,7 +236,7 @@ class UnifiedTrainingManager:
     def list_active_trainings(self) -> list[dict[str, Any]]:
         """Trainings still running."""
         with self._lock:
-            return [{"training_id": k, **v} for k, v in self._trainings.items() if v["status"] == "running"]
+            return [{"training_id": k, **v} for k, v in self._trainings.items() if v["status"] in ("queued", "running")]
 
     # -- internals ------------------------------------------------------------------
 
@@ -229,7 +247,8 @@ class UnifiedTrainingManager:
     def _train(self, training_id: str, config: TrainingConfig) -> TrainingResult:
         from trade_agent.data.ingest import prepare
         from trade_agent.features.build import check_enough_bars, run_features_stage
-        from trade_agent.training.cnn_lstm import train_cnn_lstm
+        from trade_agent.registry import ModelRegistry
+        from trade_agent.training.cnn_lstm import register_cnn_lstm, train_cnn_lstm
 
         if config.model_type in PLANNED_MODEL_TYPES:
             raise FeatureNotAvailableError(
@@ -264,8 +283,11 @@ class UnifiedTrainingManager:
             checkpoint_dir=Path(config.resume_from) if config.resume_from else None,
             init_from=Path(config.base_model_path) if config.base_model_path else None,
             resume=bool(config.extra.get("resume", True)),
+            keep_checkpoints=bool(config.extra.get("keep_checkpoints", False)),
         )
         preprocessors = sorted((model_dir / PREPROCESSOR_DIR).iterdir())
+        registry = ModelRegistry(self.registry_root, grading=params.grading)
+        model_id = register_cnn_lstm(model_dir, params, registry)
         return TrainingResult(
             training_id,
             config.model_type,
@@ -273,5 +295,7 @@ class UnifiedTrainingManager:
             model_path=str(model_dir),
             preprocessor_path=str(preprocessors[0]) if preprocessors else None,
             metrics=run.metrics,
+            performance_grade=registry.get_model(model_id).performance_grade,
             checkpoints=[str(p) for p in run.checkpoints],
+            model_id=model_id,
         )

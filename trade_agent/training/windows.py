@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trade_agent.data.schema import SYMBOL
+from trade_agent.data.schema import SYMBOL, TIMESTAMP
+from trade_agent.errors import SchemaError
 from trade_agent.features.labels import TARGET_DIRECTION, TARGET_RETURN
 from trade_agent.features.splits import SPLIT, SPLIT_NAMES
 
@@ -42,6 +43,19 @@ class WindowData:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, feature_names: list[str], sequence_length: int) -> WindowData:
+        """Build from a features frame sorted by symbol, then time.
+
+        Raises:
+            SchemaError: the frame is not sorted that way (windows would mix symbols).
+        """
+        codes, _ = pd.factorize(frame[SYMBOL])
+        times = frame[TIMESTAMP].to_numpy()
+        same = codes[1:] == codes[:-1]
+        starts = np.flatnonzero(~same) + 1
+        if (np.diff(times)[same] <= np.timedelta64(0)).any() or len(np.unique(codes[np.r_[0, starts]])) != len(
+            starts
+        ) + 1:
+            raise SchemaError("features frame must be sorted by symbol, then time (as features.parquet is)")
         position = frame.groupby(SYMBOL, sort=False).cumcount().to_numpy()
         full = position >= sequence_length - 1
         direction = frame[TARGET_DIRECTION].to_numpy(np.int64)

@@ -1,0 +1,263 @@
+"""Model registry: versions, grades, names, lookups, integrity, lifecycle, export/import."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from trade_agent.config.registry import default_grading
+from trade_agent.errors import ConfigError, InputError, IntegrityError
+from trade_agent.registry import ModelNotFoundError, ModelRegistry, PerformanceGrade, composite_score, grade_for
+from trade_agent.registry.grading import format_value
+from trade_agent.registry.naming import make_model_id
+from trade_agent.registry.store import RegistryCorruptError
+from trade_agent.registry.versioning import Fingerprint, next_version
+from trade_agent.training.model_registry import ModelRegistry as SeedPathRegistry
+
+GOOD = {"test/accuracy": 0.95, "test/loss": 0.01, "test/r2": 0.9}
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+    monkeypatch.chdir(tmp_path)
+    return ModelRegistry(tmp_path / "models")
+
+
+def model_dir(root: Path, weights: bytes, name: str = "m") -> Path:
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "model.pt").write_bytes(weights)
+    (path / "config.json").write_text(json.dumps({"weights": len(weights)}))
+    (path / "metadata.json").write_text(json.dumps({"run": str(weights)}))  # run-specific
+    return path
+
+
+def config(features: tuple[str, ...] = ("a", "b"), lr: float = 1e-3, seed: int = 0) -> dict:
+    return {"interface": {"features": list(features), "sequence_length": 30}, "learning_rate": lr, "seed": seed}
+
+
+def register(registry: ModelRegistry, tmp_path: Path, weights: bytes, **kwargs) -> str:
+    cfg = config(**{k: kwargs.pop(k) for k in ("features", "lr", "seed") if k in kwargs})
+    data = kwargs.pop("data", {"sha": "d1"})
+    metrics = kwargs.pop("metrics", GOOD)
+    return registry.register_model("cnn_lstm", model_dir(tmp_path, weights), None, cfg, metrics, data, **kwargs)
+
+
+# -- semantic versions ---------------------------------------------------------------
+
+
+def fp(interface: str = "i1", hyper: str = "h1", data: str = "d1", upstream: str = "u1") -> Fingerprint:
+    return Fingerprint(interface, hyper, data, upstream)
+
+
+def test_semver_rules() -> None:
+    assert next_version(fp(), [], []) == (1, 0, 0)
+    one = [((1, 0, 0), fp())]
+    issued = [(1, 0, 0)]
+    assert next_version(fp(), one, issued) == (1, 0, 1)  # only seed/code differ: PATCH
+    assert next_version(fp(hyper="h2"), one, issued) == (1, 1, 0)  # hyperparameters: MINOR
+    assert next_version(fp(data="d2"), one, issued) == (1, 1, 0)  # data: MINOR
+    assert next_version(fp(upstream="u2"), one, issued) == (1, 1, 0)  # upstream model: MINOR
+    assert next_version(fp(interface="i2"), one, issued) == (2, 0, 0)  # interface: MAJOR
+    two_lines = [((1, 0, 0), fp()), ((2, 0, 0), fp(interface="i2"))]
+    # Interface of an earlier major line: that line continues.
+    assert next_version(fp(hyper="h9"), two_lines, [(1, 0, 0), (2, 0, 0)]) == (1, 1, 0)
+    # Versions are never reused, even when the model holding them was deleted.
+    assert next_version(fp(hyper="h3"), one, [(1, 0, 0), (1, 1, 0)]) == (1, 2, 0)
+    assert next_version(fp(), one, [(1, 0, 0), (1, 0, 1)]) == (1, 0, 2)
+    assert next_version(fp(interface="i3"), [], [(1, 0, 0), (2, 0, 0)]) == (3, 0, 0)
+
+
+def test_versions_through_the_registry(registry: ModelRegistry, tmp_path: Path) -> None:
+    assert SeedPathRegistry is ModelRegistry
+    a = register(registry, tmp_path, b"a")
+    b = register(registry, tmp_path, b"b", seed=1)
+    c = register(registry, tmp_path, b"c", lr=3e-4)
+    d = register(registry, tmp_path, b"d", features=("a", "b", "c"))
+    e = register(registry, tmp_path, b"e", lr=1e-4)  # interface of line 1: continues it
+    assert [registry.get_model(x).version for x in (a, b, c, d, e)] == ["1.0.0", "1.0.1", "1.1.0", "2.0.0", "1.2.0"]
+    registry.delete_model(e)
+    f = register(registry, tmp_path, b"f", lr=5e-5)
+    assert registry.get_model(f).version == "1.3.0"  # 1.2.0 is never handed out again
+
+
+def test_identical_content_is_registered_once(registry: ModelRegistry, tmp_path: Path) -> None:
+    first = register(registry, tmp_path, b"same")
+    # metadata.json differs (run-specific), weights and config do not: same model.
+    (tmp_path / "m" / "metadata.json").write_text('{"run": "another run"}')
+    again = registry.register_model("cnn_lstm", tmp_path / "m", None, config(), GOOD, {"sha": "d1"})
+    assert again == first and len(registry.list_models()) == 1
+
+
+# -- grades and names ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("score", "grade"),
+    [
+        (1.0, "S"),
+        (0.95, "S"),
+        (0.9499, "A+"),
+        (0.90, "A+"),
+        (0.80, "A"),
+        (0.7999, "A-"),
+        (0.70, "A-"),
+        (0.60, "B+"),
+        (0.50, "B"),
+        (0.40, "B-"),
+        (0.30, "C"),
+        (0.20, "D"),
+        (0.1999, "F"),
+        (0.0, "F"),
+        (None, "F"),
+    ],
+)
+def test_grade_band_edges(score: float | None, grade: str) -> None:
+    assert grade_for(score).value == grade
+
+
+def test_composite_score_is_linear_between_poor_and_excellent() -> None:
+    table = default_grading()["cnn_lstm"]
+    assert composite_score(GOOD, table) == pytest.approx(1.0)
+    assert composite_score({"test/accuracy": 0.5, "test/loss": 0.5, "test/r2": 0.3}, table) == pytest.approx(0.0)
+    # accuracy halfway (0.725) -> 0.5; loss below poor -> 0; r2 above excellent -> 1 (clipped).
+    mixed = {"test/accuracy": 0.725, "test/loss": 0.9, "test/r2": 0.99}
+    assert composite_score(mixed, table) == pytest.approx(0.5 * 0.5 + 0.25 * 0 + 0.25 * 1)
+    # Only the graded split counts; validation metrics are ignored.
+    assert composite_score({"val/accuracy": 0.95}, table) is None
+    rl = default_grading()["sac"]  # SAC, TD3 and hybrids use the RL table
+    assert composite_score({"test/sharpe": 1.25, "test/max_drawdown": 0.175}, rl) == pytest.approx(0.5)
+    assert PerformanceGrade.parse("a-") is PerformanceGrade.A_MINUS
+    with pytest.raises(ConfigError, match="grade 'Z' is unknown"):
+        PerformanceGrade.parse("Z")
+
+
+def test_names() -> None:
+    assert make_model_id("cnn_lstm", "1.0.0", "A", "acc", 0.95) == "cnn_lstm_v1.0.0_grade_A_acc_0.95"
+    assert make_model_id("ppo", "2.1.0", "A-", "sharpe", 2.1) == "ppo_v2.1.0_grade_A-_sharpe_2.1"
+    assert make_model_id("ensemble", "1.0.0", "S", "roi", 15.3) == "ensemble_v1.0.0_grade_S_roi_15.3"
+    assert make_model_id("td3", "1.0.0", "F", "sharpe", None) == "td3_v1.0.0_grade_F"
+    assert [format_value(v) for v in (0.9499, -0.004, 1.0, 12.345)] == ["0.95", "0", "1", "12.35"]
+
+
+def test_lookups(registry: ModelRegistry, tmp_path: Path) -> None:
+    low = register(registry, tmp_path, b"1", metrics={"test/accuracy": 0.65})
+    high = register(registry, tmp_path, b"2", seed=1, metrics={"test/accuracy": 0.9})
+    newest = register(registry, tmp_path, b"3", seed=2, metrics={"test/accuracy": 0.7})
+    assert low == "cnn_lstm_v1.0.0_grade_C_acc_0.65"
+    assert registry.resolve_id("cnn_lstm_v1.0.0_grade_C") == low  # unique prefix
+    assert registry.resolve_id("cnn_lstm_v1.0.1") == high
+    assert registry.resolve_id("cnn_lstm@v1.0.0") == low and registry.resolve_id("cnn_lstm@1.0.0") == low
+    assert registry.resolve_id("cnn_lstm@latest") == newest
+    assert registry.resolve_id("cnn_lstm@best") == high
+    assert registry.get_best_model("cnn_lstm").model_id == high
+    with pytest.raises(ModelNotFoundError, match=re.escape("'cnn_lstm_v1.0' is ambiguous")):
+        registry.resolve_id("cnn_lstm_v1.0")
+    with pytest.raises(ModelNotFoundError, match=re.escape("closest: cnn_lstm_v1.0.0_grade_C_acc_0.65")):
+        registry.resolve_id("cnn_lstm_v1.0.0_grade_D_acc_0.65")
+    with pytest.raises(ModelNotFoundError, match=re.escape("cnn_lstm has v1.0.0, v1.0.1, v1.0.2")):
+        registry.resolve_id("cnn_lstm@v9.9.9")
+    with pytest.raises(ModelNotFoundError, match="no ppo models are registered"):
+        registry.resolve_id("ppo@latest")
+    assert [m.model_id for m in registry.list_models(grade_filter="B")] == [high]  # B or better
+    assert [m.model_id for m in registry.list_models(grade_filter="C")] == [newest, high, low]
+
+
+# -- integrity, files, lifecycle ------------------------------------------------------
+
+
+def test_flipped_byte_is_reported_by_validate_info_and_loading(registry: ModelRegistry, tmp_path: Path) -> None:
+    model_id = register(registry, tmp_path, b"weights-bytes")
+    assert registry.validate_model_integrity(model_id)
+    sha = registry.get_model(model_id).files["model.pt"]["sha256"]
+    stored = registry.store.object_path(sha)
+    data = bytearray(stored.read_bytes())
+    data[0] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    report = registry.validate_model_integrity(model_id)
+    assert not report and f"{model_id}/model.pt: stored object" in report.problems[0]
+    assert "corrupted" in report.problems[0]
+    info = registry.export_model_info(model_id)
+    assert info["integrity"]["ok"] is False and "model.pt" in info["integrity"]["problems"][0]
+    with pytest.raises(IntegrityError, match=r"model\.pt: stored object .* is corrupted"):
+        registry.load_model_dir(model_id, tmp_path / "load")
+
+
+def test_restore_is_byte_identical_after_the_workspace_changed(registry: ModelRegistry, tmp_path: Path) -> None:
+    model_id = register(registry, tmp_path, b"first")
+    original = {p.name: p.read_bytes() for p in (tmp_path / "m").iterdir()}
+    register(registry, tmp_path, b"second", lr=0.5)  # overwrites the workspace files
+    registry.restore(model_id, tmp_path / "restored")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "restored").iterdir()} == original
+
+
+def test_lineage_archive_delete(registry: ModelRegistry, tmp_path: Path) -> None:
+    base = register(registry, tmp_path, b"base")
+    agent_dir = model_dir(tmp_path, b"agent", "agent")
+    agent = registry.register_model(
+        "ppo",
+        agent_dir,
+        None,
+        {"interface": {"obs": 10}},
+        {"test/sharpe": 1.0},
+        {},
+        dependencies=[base.split("_grade")[0]],
+    )
+    assert registry.get_model(agent).dependencies == [base]
+    assert registry.get_model_dependencies(agent)["dependencies"][0]["model_id"] == base
+    with pytest.raises(InputError, match=f"{base} is a dependency of {agent}; delete those first or use --force"):
+        registry.delete_model(base)
+    with pytest.raises(ModelNotFoundError):
+        registry.register_model("ppo", agent_dir, None, {}, {}, {}, dependencies=["cnn_lstm_v7"])
+    registry.archive_model(agent)
+    assert registry.list_models("ppo") == [] and len(registry.list_models("ppo", include_archived=True)) == 1
+    assert (tmp_path / "models" / "archived" / "ppo" / f"{agent}.pth").is_file()
+    registry.delete_model(base, force=True)
+    assert registry.get_model_dependencies(agent)["dependencies"][0].get("missing")
+    with pytest.raises(ConfigError, match="model type 'lstm' has no grading table"):
+        registry.register_model("lstm", agent_dir, None, {}, {}, {})
+
+
+def test_view_export_and_fresh_clone_seeding(registry: ModelRegistry, tmp_path: Path) -> None:
+    model_id = register(registry, tmp_path, b"w")
+    view = tmp_path / "models" / "cnn_lstm"
+    assert sorted(p.name for p in view.iterdir()) == sorted(
+        [f"{model_id}.pth", "config_v1.0.0.json", "metadata_v1.0.0.json"]
+    )
+    export = json.loads((tmp_path / "models" / "registry.json").read_text())
+    assert [m["model_id"] for m in export["models"]] == [model_id]
+    # A fresh clone: the store is gone, the export is there.
+    clone = ModelRegistry(tmp_path / "models")
+    clone.store.index_path.unlink()
+    seeded = ModelRegistry(tmp_path / "models")
+    assert [m.model_id for m in seeded.list_models()] == [model_id]
+
+
+def test_exports_of_two_clones_merge_by_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    one, two = ModelRegistry(tmp_path / "one"), ModelRegistry(tmp_path / "two")
+    shared = register(one, tmp_path / "a", b"shared")
+    register(two, tmp_path / "b", b"shared")  # same content in both clones
+    only_two = register(two, tmp_path / "b", b"other", seed=5)  # v1.0.1 in clone two
+    register(one, tmp_path / "a", b"mine", seed=7)  # v1.0.1 in clone one, different content
+    notes = one.import_export(tmp_path / "two" / "registry.json")
+    ids = {m.model_id for m in one.list_models()}
+    assert shared in ids and len(ids) == 3
+    assert notes == [
+        f"{only_two} collided with a different model of the same version; imported as "
+        f"{only_two.replace('_v1.0.1_', '_v1.0.2_')}"
+    ]
+
+
+def test_corrupt_registry_is_reported_not_overwritten(registry: ModelRegistry, tmp_path: Path) -> None:
+    register(registry, tmp_path, b"w")
+    registry.store.index_path.write_text("{broken")
+    with pytest.raises(RegistryCorruptError, match="is not valid JSON"):
+        register(registry, tmp_path, b"x", seed=3)
+    assert registry.store.index_path.read_text() == "{broken"
+    (tmp_path / "models" / "registry.json").write_text("[]")
+    with pytest.raises(RegistryCorruptError, match="is not a registry export"):
+        registry.import_export()

@@ -1,0 +1,567 @@
+"""The model registry: content-addressed versions, grades, lineage, integrity.
+
+``ModelRegistry(registry_root="models")`` keeps its authoritative store beside the DVC
+cache (:mod:`trade_agent.registry.store`) and a git-tracked export in
+``<registry_root>/registry.json``. Registering content that is already registered returns
+the existing id, so a deterministic retrain or a ``dvc repro`` restored from cache adds
+nothing. A human-readable view (``models/<type>/<id>.pth``, ``config_vX.Y.Z.json``, ...)
+is materialised from the store in the main workspace and kept out of git.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trade_agent.config import Params, load_params_or_defaults
+from trade_agent.config.registry import TypeGrading
+from trade_agent.errors import ConfigError, InputError, IntegrityError
+from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text
+from trade_agent.registry.grading import PerformanceGrade, composite_score, grade_for, metric_value
+from trade_agent.registry.naming import make_model_id, resolve
+from trade_agent.registry.store import RegistryCorruptError, Store, locate_store
+from trade_agent.registry.versioning import Fingerprint, format_version, next_version, parse_version
+
+log = logging.getLogger(__name__)
+
+EXPORT_FILE = "registry.json"
+# Files of a model directory that describe a run rather than the model: stored, but not
+# part of the content hash.
+RUN_SPECIFIC = frozenset({"metadata.json"})
+# training_config keys that do not count as hyperparameters for versioning.
+NOT_HYPERPARAMETERS = frozenset({"seed", "interface", "runtime"})
+VIEW_WEIGHT_SUFFIXES = {".pt": ".pth", ".pth": ".pth", ".zip": ".zip", ".npz": ".npz"}
+
+
+@dataclass
+class ModelMetadata:
+    """Everything the registry knows about one model version."""
+
+    model_id: str
+    model_type: str
+    version: str
+    performance_grade: str
+    created_at: str
+    training_config: dict[str, Any]
+    metrics: dict[str, float]
+    dataset_info: dict[str, Any]
+    dependencies: list[str]
+    file_paths: list[str]
+    training_duration: float | None
+    hardware_info: dict[str, Any]
+    git_commit: str | None
+    model_size_mb: float
+    checksum: str
+    tags: list[str] = field(default_factory=list)
+    notes: str = ""
+    composite_score: float | None = None
+    archived: bool = False
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fingerprint: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> ModelMetadata:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in entry.items() if k in known})
+
+
+@dataclass
+class IntegrityReport:
+    """Outcome of :meth:`ModelRegistry.validate_model_integrity`; truthy when intact."""
+
+    model_id: str
+    problems: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return not self.problems
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _git_commit(cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def in_experiment_workspace(path: Path) -> bool:
+    """True inside a DVC experiment's temporary workspace (``.dvc/tmp/exps/...``)."""
+    return "/.dvc/tmp/exps/" in str(path.resolve()).replace("\\", "/") + "/"
+
+
+class ModelRegistry:
+    """Register, find, verify and restore model versions.
+
+    Args:
+        registry_root: folder of the git-tracked export and the human-readable view.
+        grading: per-type grading tables (default: params.yaml ``grading:`` if present).
+        export: rewrite ``registry.json`` and the view after changes (default: yes,
+            except inside a DVC experiment workspace).
+    """
+
+    def __init__(
+        self,
+        registry_root: str | Path = "models",
+        grading: dict[str, TypeGrading] | None = None,
+        export: bool | None = None,
+    ) -> None:
+        self.root = Path(registry_root)
+        self.store = Store(locate_store(self.root))
+        self.grading = grading if grading is not None else load_params_or_defaults(None).grading
+        self.export_enabled = not in_experiment_workspace(self.root) if export is None else export
+        self._seed_from_export()
+
+    # -- registering ----------------------------------------------------------------
+
+    def register_model(
+        self,
+        model_type: str,
+        model_path: str | Path,
+        preprocessor_path: str | Path | None,
+        training_config: dict[str, Any],
+        metrics: dict[str, float],
+        dataset_info: dict[str, Any],
+        dependencies: list[str] | None = None,
+        training_duration: float | None = None,
+        hardware_info: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        notes: str = "",
+    ) -> str:
+        """Register a model; returns its id (the existing id when the content is known).
+
+        ``training_config["interface"]`` (input schema, sequence length/observation space,
+        architecture family, action space) drives MAJOR versions; the rest of
+        ``training_config`` except ``seed`` and ``runtime`` (threads, device, precision)
+        counts as hyperparameters (MINOR).
+
+        Raises:
+            ConfigError: unknown model type. InputError: missing files or unknown
+            dependencies. IntegrityError: a dependency fails its integrity check.
+        """
+        table = self._table(model_type)
+        files = self._collect(Path(model_path), Path(preprocessor_path) if preprocessor_path else None)
+        payload = {rel: info["sha256"] for rel, info in files.items() if rel not in RUN_SPECIFIC}
+        checksum = sha256_text(canonical_json({"model_type": model_type, "files": payload}))
+        interface = training_config.get("interface", {})
+        hyper = {k: v for k, v in training_config.items() if k not in NOT_HYPERPARAMETERS}
+        deps_in = dependencies or []
+        with self.store.locked() as index:
+            entries = index["entries"]
+            resolved_deps = [resolve(dep, list(entries.values()), self._rank)["model_id"] for dep in deps_in]
+            for entry in entries.values():
+                if entry["checksum"] == checksum and entry["model_type"] == model_type:
+                    log.info("registry: %s is already registered as %s", model_path, entry["model_id"])
+                    return str(entry["model_id"])
+            for dep in resolved_deps:
+                report = self._integrity(entries[dep])
+                if not report:
+                    raise IntegrityError(f"dependency {dep}: {report.problems[0]}")
+            fingerprint = Fingerprint(
+                interface=sha256_text(canonical_json(interface)),
+                hyperparameters=sha256_text(canonical_json(hyper)),
+                data=sha256_text(canonical_json(dataset_info)),
+                upstream=sha256_text(canonical_json(sorted(resolved_deps))),
+            )
+            same_type = [e for e in entries.values() if e["model_type"] == model_type]
+            issued = [parse_version(v) for v in index["issued"].get(model_type, [])]
+            version = format_version(
+                next_version(
+                    fingerprint,
+                    [(parse_version(e["version"]), Fingerprint(**e["fingerprint"])) for e in same_type],
+                    issued,
+                )
+            )
+            score = composite_score(metrics, table)
+            grade = grade_for(score).value
+            key_value = metric_value(metrics, table.key_metric, table.split)
+            model_id = make_model_id(model_type, version, grade, table.key_label, key_value)
+            for info in files.values():
+                self.store.add_object(info.pop("_path"), info["sha256"])
+            entry = asdict(
+                ModelMetadata(
+                    model_id=model_id,
+                    model_type=model_type,
+                    version=version,
+                    performance_grade=grade,
+                    created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                    training_config=training_config,
+                    metrics=metrics,
+                    dataset_info=dataset_info,
+                    dependencies=resolved_deps,
+                    file_paths=sorted(files),
+                    training_duration=training_duration,
+                    hardware_info=hardware_info or {},
+                    git_commit=_git_commit(Path.cwd()),
+                    model_size_mb=round(sum(i["size"] for i in files.values()) / 2**20, 4),
+                    checksum=checksum,
+                    tags=tags or [],
+                    notes=notes,
+                    composite_score=score,
+                    files=files,
+                    fingerprint=asdict(fingerprint),
+                    source=str(model_path),
+                )
+            )
+            entry["registered_by"] = getpass.getuser()
+            entries[model_id] = entry
+            index["issued"].setdefault(model_type, []).append(version)
+            if self.export_enabled:  # under the lock: exports land in registration order
+                self._export(index)
+        log.info("registry: registered %s (%s, score %s)", model_id, grade, score)
+        if self.export_enabled:
+            self._materialize(entry)
+        return model_id
+
+    def _table(self, model_type: str) -> TypeGrading:
+        if model_type not in self.grading:
+            raise ConfigError(
+                f"model type '{model_type}' has no grading table; known types: {', '.join(self.grading)} "
+                "(add one under 'grading:' in params.yaml)"
+            )
+        return self.grading[model_type]
+
+    @staticmethod
+    def _collect(model_path: Path, preprocessor_path: Path | None) -> dict[str, dict[str, Any]]:
+        if not model_path.exists():
+            raise InputError(f"{model_path}: model file or directory not found")
+        sources: list[tuple[str, Path]] = []
+        if model_path.is_dir():
+            sources += [(p.relative_to(model_path).as_posix(), p) for p in sorted(model_path.rglob("*")) if p.is_file()]
+        else:
+            sources.append((model_path.name, model_path))
+        if preprocessor_path is not None and not preprocessor_path.resolve().is_relative_to(model_path.resolve()):
+            if preprocessor_path.is_dir():
+                sources += [
+                    (f"preprocessor/{preprocessor_path.name}/{p.relative_to(preprocessor_path).as_posix()}", p)
+                    for p in sorted(preprocessor_path.rglob("*"))
+                    if p.is_file()
+                ]
+            elif preprocessor_path.is_file():
+                sources.append((f"preprocessor/{preprocessor_path.name}", preprocessor_path))
+            else:
+                raise InputError(f"{preprocessor_path}: preprocessor not found")
+        return {
+            rel: {"sha256": sha256_file(path), "md5": _md5(path), "size": path.stat().st_size, "_path": path}
+            for rel, path in sources
+        }
+
+    # -- reading --------------------------------------------------------------------
+
+    def _entries(self, include_archived: bool = True) -> list[dict[str, Any]]:
+        entries = list(self.store.read()["entries"].values())
+        return [e for e in entries if include_archived or not e.get("archived")]
+
+    def _rank(self, entry: dict[str, Any]) -> tuple[float, float]:
+        """``@best`` order: composite score, then the type's key metric."""
+        table = self.grading.get(entry["model_type"])
+        key = metric_value(entry["metrics"], table.key_metric, table.split) if table else None
+        score = entry.get("composite_score")
+        return (score if score is not None else -1.0, key if key is not None else float("-inf"))
+
+    def resolve_id(self, query: str) -> str:
+        """Canonical id for a full id, unique prefix, ``type@vX.Y.Z``/``@latest``/``@best``."""
+        return str(resolve(query, self._entries(), self._rank)["model_id"])
+
+    def get_model(self, model_id: str) -> ModelMetadata:
+        return ModelMetadata.from_entry(resolve(model_id, self._entries(), self._rank))
+
+    def list_models(
+        self,
+        model_type: str | None = None,
+        grade_filter: str | None = None,
+        limit: int | None = None,
+        include_archived: bool = False,
+    ) -> list[ModelMetadata]:
+        """Models, newest version first per type; ``grade_filter`` keeps that grade or better."""
+        worst = PerformanceGrade.parse(grade_filter).rank if grade_filter else None
+        entries = [
+            e
+            for e in self._entries(include_archived)
+            if (model_type is None or e["model_type"] == model_type)
+            and (worst is None or PerformanceGrade.parse(e["performance_grade"]).rank <= worst)
+        ]
+        entries.sort(key=lambda e: (e["model_type"], parse_version(e["version"])), reverse=True)
+        return [ModelMetadata.from_entry(e) for e in entries[:limit]]
+
+    def percentile(self, model_id: str) -> float:
+        """Share of the type's models this one's composite score beats or ties (the seed's percentiles)."""
+        entry = resolve(model_id, self._entries(), self._rank)
+        scores = [
+            e.get("composite_score") or 0.0 for e in self._entries(False) if e["model_type"] == entry["model_type"]
+        ]
+        own = entry.get("composite_score") or 0.0
+        return 100.0 * sum(s <= own for s in scores) / max(len(scores), 1)
+
+    def get_model_dependencies(self, model_id: str) -> dict[str, Any]:
+        """Lineage tree: ``{"model_id", "model_type", "dependencies": [subtrees]}``."""
+        entries = {e["model_id"]: e for e in self._entries()}
+        root = resolve(model_id, list(entries.values()), self._rank)
+
+        def tree(entry: dict[str, Any]) -> dict[str, Any]:
+            children = [
+                tree(entries[d]) if d in entries else {"model_id": d, "missing": True} for d in entry["dependencies"]
+            ]
+            return {"model_id": entry["model_id"], "model_type": entry["model_type"], "dependencies": children}
+
+        return tree(root)
+
+    def get_best_model(self, model_type: str, metric: str | None = None) -> ModelMetadata | None:
+        """Best non-archived model of a type: by ``metric`` if given, else ``@best`` order."""
+        candidates = [e for e in self._entries(False) if e["model_type"] == model_type]
+        if not candidates:
+            return None
+        if metric is None:
+            return ModelMetadata.from_entry(max(candidates, key=self._rank))
+        with_metric = [e for e in candidates if e["metrics"].get(metric) is not None]
+        if not with_metric:
+            return None
+        return ModelMetadata.from_entry(max(with_metric, key=lambda e: e["metrics"][metric]))
+
+    def export_model_info(self, model_id: str) -> dict[str, Any]:
+        """Metadata, lineage and integrity status as one JSON-ready dict."""
+        entry = resolve(model_id, self._entries(), self._rank)
+        report = self._integrity(entry)
+        return {
+            **entry,
+            "lineage": self.get_model_dependencies(entry["model_id"]),
+            "integrity": {"ok": bool(report), "problems": report.problems},
+            "percentile": self.percentile(entry["model_id"]),
+        }
+
+    # -- integrity and files --------------------------------------------------------
+
+    def _dvc_cache_object(self, md5: str) -> Path:
+        return self.store.root.parent / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+    def _integrity(self, entry: dict[str, Any]) -> IntegrityReport:
+        report = IntegrityReport(entry["model_id"])
+        for rel, info in sorted(entry["files"].items()):
+            try:
+                self.store.verify_object(info["sha256"], f"{entry['model_id']}/{rel}")
+            except IntegrityError as exc:
+                cached = self._dvc_cache_object(info["md5"])
+                if "missing" in str(exc) and cached.is_file() and sha256_file(cached) == info["sha256"]:
+                    continue  # not in our store, but the DVC cache still has it
+                report.problems.append(str(exc))
+        return report
+
+    def validate_model_integrity(self, model_id: str) -> IntegrityReport:
+        """Re-hash every stored file of the model against its recorded sha256."""
+        return self._integrity(resolve(model_id, self._entries(), self._rank))
+
+    def restore(self, model_id: str, target: str | Path) -> Path:
+        """Write the model's exact files into ``target`` (verifying every checksum).
+
+        Raises:
+            IntegrityError: a file is missing everywhere or does not match its checksum.
+        """
+        entry = resolve(model_id, self._entries(), self._rank)
+        target = Path(target)
+        for rel, info in sorted(entry["files"].items()):
+            label = f"{entry['model_id']}/{rel}"
+            try:
+                source = self.store.verify_object(info["sha256"], label)
+            except IntegrityError as exc:
+                cached = self._dvc_cache_object(info["md5"])
+                if "missing" not in str(exc) or not cached.is_file() or sha256_file(cached) != info["sha256"]:
+                    raise
+                source = cached
+            destination = target / rel
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(destination) as tmp:
+                shutil.copyfile(source, tmp)
+        return target
+
+    def load_model_dir(self, model_id: str, work_dir: str | Path) -> Path:
+        """Restore into ``work_dir/<model_id>`` (verified) and return that directory."""
+        entry = resolve(model_id, self._entries(), self._rank)
+        return self.restore(entry["model_id"], Path(work_dir) / entry["model_id"])
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def archive_model(self, model_id: str) -> str:
+        """Move a model out of the active view (still listed with ``include_archived``)."""
+        with self.store.locked() as index:
+            entry = resolve(model_id, list(index["entries"].values()), self._rank)
+            entry["archived"] = True
+            if self.export_enabled:
+                self._export(index)
+        if self.export_enabled:
+            self._materialize(entry)
+        return str(entry["model_id"])
+
+    def delete_model(self, model_id: str, force: bool = False) -> str:
+        """Remove a model (its version number stays used).
+
+        Raises:
+            InputError: other models depend on it and ``force`` is false.
+        """
+        with self.store.locked() as index:
+            entries = index["entries"]
+            entry = resolve(model_id, list(entries.values()), self._rank)
+            dependents = [e["model_id"] for e in entries.values() if entry["model_id"] in e["dependencies"]]
+            if dependents and not force:
+                raise InputError(
+                    f"{entry['model_id']} is a dependency of {', '.join(dependents)}; delete those first or use --force"
+                )
+            del entries[entry["model_id"]]
+            still_used = {i["sha256"] for e in entries.values() for i in e["files"].values()}
+            for info in entry["files"].values():
+                if info["sha256"] not in still_used:
+                    self.store.object_path(info["sha256"]).unlink(missing_ok=True)
+            if self.export_enabled:
+                self._export(index)
+        self._remove_view(entry)
+        return str(entry["model_id"])
+
+    def drop_archived_files(self) -> int:
+        """Delete stored files used only by archived models; returns bytes freed."""
+        freed = 0
+        with self.store.locked() as index:
+            entries = list(index["entries"].values())
+            keep = {i["sha256"] for e in entries if not e.get("archived") for i in e["files"].values()}
+            for entry in entries:
+                if not entry.get("archived"):
+                    continue
+                for info in entry["files"].values():
+                    path = self.store.object_path(info["sha256"])
+                    if info["sha256"] not in keep and path.is_file():
+                        freed += path.stat().st_size
+                        path.unlink()
+        return freed
+
+    # -- export, import, view -------------------------------------------------------
+
+    @property
+    def export_path(self) -> Path:
+        return self.root / EXPORT_FILE
+
+    def export(self) -> Path:
+        """Rewrite ``registry.json`` and the view from the store."""
+        with self.store.locked() as index:
+            self._export(index)
+        for entry in index["entries"].values():
+            self._materialize(entry)
+        return self.export_path
+
+    def _export(self, index: dict[str, Any]) -> None:
+        models = sorted(index["entries"].values(), key=lambda e: (e["model_type"], parse_version(e["version"])))
+        document = {"format": 1, "models": models, "issued": index["issued"]}
+        with atomic_path(self.export_path) as tmp:
+            tmp.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+
+    def import_export(self, path: str | Path | None = None) -> list[str]:
+        """Merge an export (default ``registry.json``) into the store, by content hash.
+
+        Entries whose content is known are skipped; a version already used by other
+        content is re-numbered to the next free version of that line (reported).
+
+        Returns:
+            One line per re-numbered entry.
+        """
+        path = Path(path) if path else self.export_path
+        if not path.is_file():
+            return []
+        try:
+            document = read_json(path)
+            models = document["models"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryCorruptError(
+                f"{path} is not a registry export ({exc}); restore it from git (`git checkout {path}`) or fix it"
+            ) from None
+        notes: list[str] = []
+        with self.store.locked() as index:
+            entries = index["entries"]
+            known = {(e["model_type"], e["checksum"]) for e in entries.values()}
+            for entry in sorted(models, key=lambda e: (e["created_at"], e["model_id"])):
+                if (entry["model_type"], entry["checksum"]) in known:
+                    continue
+                entry = dict(entry)
+                issued = index["issued"].setdefault(entry["model_type"], [])
+                if entry["version"] in issued:
+                    major, minor, _ = parse_version(entry["version"])
+                    taken = [parse_version(v) for v in issued if parse_version(v)[:2] == (major, minor)]
+                    new_version = format_version((major, minor, max(v[2] for v in taken) + 1))
+                    old_id = entry["model_id"]
+                    entry["model_id"] = old_id.replace(f"_v{entry['version']}_", f"_v{new_version}_", 1)
+                    entry["version"] = new_version
+                    notes.append(
+                        f"{old_id} collided with a different model of the same version; imported as {entry['model_id']}"
+                    )
+                issued.append(entry["version"])
+                entries[entry["model_id"]] = entry
+                known.add((entry["model_type"], entry["checksum"]))
+            for model_type, versions in document.get("issued", {}).items():
+                merged = index["issued"].setdefault(model_type, [])
+                merged.extend(v for v in versions if v not in merged)
+        for note in notes:
+            log.warning("registry import: %s", note)
+        return notes
+
+    def _seed_from_export(self) -> None:
+        """A fresh clone (empty store) starts from the git-tracked export."""
+        if self.export_path.is_file() and not self.store.index_path.is_file():
+            self.import_export()
+
+    def _view_files(self, entry: dict[str, Any]) -> dict[Path, str | None]:
+        """view path -> relative file in the model (None: the metadata JSON)."""
+        folder = self.root / ("archived" if entry.get("archived") else "") / entry["model_type"]
+        version = entry["version"]
+        view: dict[Path, str | None] = {folder / f"metadata_v{version}.json": None}
+        for rel in entry["files"]:
+            suffix = Path(rel).suffix
+            if "/" not in rel and suffix in VIEW_WEIGHT_SUFFIXES:
+                view[folder / f"{entry['model_id']}{VIEW_WEIGHT_SUFFIXES[suffix]}"] = rel
+            elif rel == "config.json":
+                view[folder / f"config_v{version}.json"] = rel
+            elif rel.startswith("preprocessor/") and rel.endswith("/pipeline.json"):
+                view[folder / f"preprocessor_v{version}.json"] = rel
+            if rel.startswith("preprocessor/"):
+                view[self.root / "preprocessors" / rel.removeprefix("preprocessor/")] = rel
+        return view
+
+    def _materialize(self, entry: dict[str, Any]) -> None:
+        other = dict(entry, archived=not entry.get("archived"))
+        for path in self._view_files(other):
+            if "preprocessors" not in path.parts:
+                path.unlink(missing_ok=True)
+        for path, rel in self._view_files(entry).items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                if rel is None:
+                    tmp.write_text(json.dumps(entry, indent=2, sort_keys=True, default=str) + "\n")
+                else:
+                    try:
+                        source = self.store.verify_object(entry["files"][rel]["sha256"], f"{entry['model_id']}/{rel}")
+                    except IntegrityError as exc:
+                        log.warning("view: %s", exc)
+                        continue
+                    shutil.copyfile(source, tmp)
+
+    def _remove_view(self, entry: dict[str, Any]) -> None:
+        for archived in (False, True):
+            for path in self._view_files(dict(entry, archived=archived)):
+                if "preprocessors" not in path.parts:
+                    path.unlink(missing_ok=True)
+
+
+def default_registry(params: Params | None = None, export: bool | None = None) -> ModelRegistry:
+    """The repository's registry (``models/``) graded with ``params.grading``."""
+    return ModelRegistry("models", grading=params.grading if params else None, export=export)

@@ -1,0 +1,100 @@
+"""Git-tagged releases in GTO's format.
+
+``cnn_lstm@v1.2.0`` (annotated) marks the commit whose ``dvc.lock`` holds exactly that
+model's files; ``cnn_lstm#prod#N`` assigns a stage. ``gto show`` lists both and
+``dvc artifacts get`` fetches the files (``dvc.yaml`` declares the artifacts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trade_agent.errors import InputError, TradeAgentError
+from trade_agent.registry.registry import RUN_SPECIFIC, ModelRegistry
+
+
+class ReleaseError(InputError):
+    """No commit holds the model, or the tag exists already."""
+
+
+def _git(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise TradeAgentError(f"git {' '.join(args)} failed: {' '.join(result.stderr.split())}")
+    return result.stdout
+
+
+def artifact_path(repo: Path, model_type: str) -> str:
+    """The path ``dvc.yaml`` declares for ``model_type`` under ``artifacts:``."""
+    declared = (yaml.safe_load((repo / "dvc.yaml").read_text()) or {}).get("artifacts", {})
+    if model_type not in declared:
+        raise ReleaseError(f"dvc.yaml declares no artifact '{model_type}'; add it under 'artifacts:'")
+    return str(declared[model_type]["path"])
+
+
+def _dir_manifest(cache_dir: Path, md5: str) -> dict[str, str]:
+    manifest = cache_dir / "files" / "md5" / md5[:2] / md5[2:]
+    if not manifest.is_file():
+        return {}
+    return {item["relpath"]: item["md5"] for item in json.loads(manifest.read_text())}
+
+
+def find_commit(repo: Path, registry: ModelRegistry, entry: dict[str, Any]) -> str | None:
+    """Newest commit whose ``dvc.lock`` output for the artifact has exactly the model's files."""
+    path = artifact_path(repo, entry["model_type"])
+    wanted = {rel: info["md5"] for rel, info in entry["files"].items() if rel not in RUN_SPECIFIC}
+    cache_dir = registry.store.root.parent / "cache"
+    for commit in _git(repo, "log", "--format=%H", "--", "dvc.lock").split():
+        try:
+            lock = yaml.safe_load(_git(repo, "show", f"{commit}:dvc.lock")) or {}
+        except TradeAgentError:
+            continue
+        for stage in lock.get("stages", {}).values():
+            for out in stage.get("outs", []):
+                if out.get("path") != path:
+                    continue
+                md5 = str(out.get("md5", ""))
+                files = _dir_manifest(cache_dir, md5) if md5.endswith(".dir") else {Path(path).name: md5}
+                if {k: v for k, v in files.items() if k not in RUN_SPECIFIC} == wanted:
+                    return commit
+    return None
+
+
+def release(repo: Path, registry: ModelRegistry, model_id: str, stage: str | None = None) -> list[str]:
+    """Create the version tag (and a stage tag); returns the tag names.
+
+    Raises:
+        ReleaseError: no commit's dvc.lock holds the model, or the version is released.
+    """
+    entry = registry.export_model_info(model_id)
+    name, version = entry["model_type"], f"v{entry['version']}"
+    tag = f"{name}@{version}"
+    existing = set(_git(repo, "tag", "--list").split())
+    commit = find_commit(repo, registry, entry)
+    if commit is None:
+        raise ReleaseError(
+            f"no commit's dvc.lock holds {entry['model_id']}; run the pipeline that produced it and "
+            "commit dvc.lock (git add dvc.lock && git commit), then release again"
+        )
+    tags = []
+    if tag not in existing:
+        _git(repo, "tag", "-a", tag, "-m", f"Registering artifact {name} version {version}", commit)
+        tags.append(tag)
+    elif _git(repo, "rev-list", "-n", "1", tag).strip() != commit:
+        raise ReleaseError(f"{tag} already tags another commit; versions are never re-released")
+    if stage:
+        if not re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9-_]*[a-zA-Z0-9])?", stage):
+            raise ReleaseError(f"stage '{stage}' must be letters, digits, '-' or '_'")
+        counter = 1 + sum(1 for t in existing if t.startswith(f"{name}#"))
+        stage_tag = f"{name}#{stage}#{counter}"
+        _git(
+            repo, "tag", "-a", stage_tag, "-m", f"Assigning stage {stage} to artifact {name} version {version}", commit
+        )
+        tags.append(stage_tag)
+    return tags

@@ -1,0 +1,150 @@
+"""The registry's authoritative store: an index plus content-addressed file objects.
+
+Where it lives: beside the DVC cache (``<cache dir>/../trade-agent-registry``). DVC's
+experiment workspaces (``dvc exp run --temp`` / ``--queue``) share the main repository's
+cache, so every workspace of a repository registers into the same store. Outside a DVC
+repository the store is ``<registry_root>/.store``.
+
+Layout::
+
+    index.json            {"format", "entries": {model_id: entry}, "issued": {type: [versions]}}
+    registry.lock         file lock serialising every read-modify-write
+    objects/ab/abcdef...  file contents by sha256
+
+``index.json`` is replaced atomically under the lock, so readers always see a complete
+file and concurrent writers never lose each other's entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from trade_agent.errors import IntegrityError, TradeAgentError
+from trade_agent.io import atomic_path, sha256_file
+
+INDEX_FILE = "index.json"
+FORMAT = 1
+STORE_DIR_NAME = "trade-agent-registry"
+
+
+class RegistryCorruptError(TradeAgentError):
+    """The index or the git-tracked export cannot be read; it is reported, never overwritten."""
+
+
+@cache
+def _dvc_cache_dir(start: str) -> str | None:
+    """The DVC cache directory of the repository containing ``start`` (None outside one)."""
+    try:
+        from dvc.exceptions import NotDvcRepoError
+        from dvc.repo import Repo
+    except ImportError:
+        return None
+    try:
+        with Repo(start, uninitialized=False) as repo:
+            path = repo.cache.local.path  # .../cache/files/md5
+    except NotDvcRepoError:
+        return None
+    return str(Path(path).parents[1])
+
+
+def locate_store(registry_root: Path) -> Path:
+    """The store directory for a registry rooted at ``registry_root`` (see module docstring)."""
+    override = os.environ.get("TRADE_AGENT_REGISTRY_STORE")
+    if override:
+        return Path(override)
+    start = registry_root if registry_root.exists() else registry_root.parent
+    cache_dir = _dvc_cache_dir(str(start.resolve()))
+    if cache_dir is None:
+        return registry_root / ".store"
+    return Path(cache_dir).parent / STORE_DIR_NAME
+
+
+class Store:
+    """Index + objects, with a lock. All methods are safe across processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        self.index_path = root / INDEX_FILE
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(root / "registry.lock"), timeout=120)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[dict[str, Any]]:
+        """Hold the lock; yield the index; write it back atomically on success."""
+        with self._lock:
+            index = self.read()
+            before = json.dumps(index, sort_keys=True)
+            yield index
+            if json.dumps(index, sort_keys=True) != before:
+                self._write(index)
+
+    def read(self) -> dict[str, Any]:
+        """The current index (empty when the store is new).
+
+        Raises:
+            RegistryCorruptError: the index is not valid JSON of the expected shape.
+        """
+        if not self.index_path.is_file():
+            return {"format": FORMAT, "entries": {}, "issued": {}}
+        try:
+            index: dict[str, Any] = json.loads(self.index_path.read_text())
+        except ValueError as exc:
+            raise RegistryCorruptError(
+                f"{self.index_path} is not valid JSON ({exc}); restore it from models/registry.json "
+                "with `trade-agent models export --import`, or fix it by hand"
+            ) from None
+        if not isinstance(index.get("entries"), dict) or not isinstance(index.get("issued"), dict):
+            raise RegistryCorruptError(f"{self.index_path} lacks 'entries'/'issued'; fix it or restore it")
+        return index
+
+    def _write(self, index: dict[str, Any]) -> None:
+        with atomic_path(self.index_path) as tmp:
+            tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+
+    # -- objects --------------------------------------------------------------------
+
+    def object_path(self, sha256: str) -> Path:
+        return self.objects / sha256[:2] / sha256
+
+    def add_object(self, source: Path, sha256: str) -> Path:
+        """Store a copy of ``source`` under its sha256 (idempotent).
+
+        A copy, not a hard link: an in-place edit of the workspace file must not alter
+        the registered version.
+        """
+        target = self.object_path(sha256)
+        if target.is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+        if sha256_file(target) != sha256:
+            target.unlink()
+            raise IntegrityError(f"{source} changed while it was being registered; register it again")
+        return target
+
+    def verify_object(self, sha256: str, label: str) -> Path:
+        """Path of a stored object after checking its content.
+
+        Raises:
+            IntegrityError: missing, or its bytes no longer hash to ``sha256``.
+        """
+        path = self.object_path(sha256)
+        if not path.is_file():
+            raise IntegrityError(f"{label}: stored object {path} is missing")
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise IntegrityError(
+                f"{label}: stored object {path} is corrupted (sha256 {actual[:12]}... != {sha256[:12]}...)"
+            )
+        return path
