@@ -14,12 +14,13 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from trade_agent.config import FeaturesConfig, SentimentConfig
 from trade_agent.errors import ConfigError, IntegrityError, PreprocessorError, PreprocessorNotFoundError
+from trade_agent.integrity import IntegrityReport
 from trade_agent.io import read_json, read_npz, sha256_file, write_json, write_npz
 from trade_agent.preprocessing import steps
 from trade_agent.preprocessing.ensemble import EnsemblePreprocessing, check_compatibility
@@ -31,17 +32,6 @@ MODEL_TYPES: tuple[str, ...] = ("cnn_lstm", "ppo", "sac", "td3", "hybrid", "ense
 RL_TYPES: tuple[str, ...] = ("ppo", "sac", "td3")
 PIPELINE_FILE = "pipeline.json"
 STATE_FILE = "state.npz"
-
-
-@dataclass
-class IntegrityReport:
-    """Outcome of an integrity check; truthy when everything matched."""
-
-    preprocessor_id: str
-    problems: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return not self.problems
 
 
 def _parse_version(version: str) -> tuple[int, int, int]:

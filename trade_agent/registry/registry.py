@@ -24,6 +24,7 @@ from typing import Any
 from trade_agent.config import Params, load_params_or_defaults
 from trade_agent.config.registry import TypeGrading
 from trade_agent.errors import ConfigError, InputError, IntegrityError
+from trade_agent.integrity import IntegrityReport
 from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text
 from trade_agent.registry.grading import PerformanceGrade, composite_score, grade_for, metric_value
 from trade_agent.registry.naming import make_model_id, resolve
@@ -72,17 +73,6 @@ class ModelMetadata:
     def from_entry(cls, entry: dict[str, Any]) -> ModelMetadata:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in entry.items() if k in known})
-
-
-@dataclass
-class IntegrityReport:
-    """Outcome of :meth:`ModelRegistry.validate_model_integrity`; truthy when intact."""
-
-    model_id: str
-    problems: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return not self.problems
 
 
 def _md5(path: Path) -> str:
