@@ -97,3 +97,25 @@ def test_vectorised_env_gives_the_same_trajectories() -> None:
                 np.testing.assert_allclose(infos[i]["terminal_observation"], single_obs, rtol=1e-6)
                 single_obs, _ = env.reset(options={"start": starts[i]})
             np.testing.assert_allclose(obs[i], single_obs, rtol=1e-6)
+
+
+def test_panel_from_stage_outputs(tiny_features_dir) -> None:
+    import json
+
+    import pandas as pd
+
+    from trade_agent.envs.panel import build_panel
+
+    features = pd.read_parquet(tiny_features_dir / "features.parquet")
+    names = json.loads((tiny_features_dir / "schema.json").read_text())["feature_names"]
+    market = pd.read_parquet(tiny_features_dir.parent / "prepared" / "market.parquet")
+    embeddings = features[["timestamp", "symbol"]].assign(emb_0=1.0, prob_up=0.5)
+    panel, times, symbols = build_panel(features, names, embeddings, market, "val", window=5)
+    assert symbols == ["SYN0", "SYN1"] and panel.features.shape == (len(times), 2, len(names))
+    assert panel.context.shape[2] == 2
+    val_times = features.loc[features["split"] == "val", "timestamp"].unique()
+    assert times[4] == val_times.min() and times[-1] == val_times.max()  # 4 bars of history before
+    row = market[(market["timestamp"] == times[7]) & (market["symbol"] == "SYN1")]
+    assert panel.open[7, 1] == row["open"].iloc[0] and panel.close[7, 1] == row["close"].iloc[0]
+    env = PortfolioEnv(panel, SimulatorConfig(window=5))
+    assert env.reset()[1]["t"] == 4  # the first decision is the split's first bar
