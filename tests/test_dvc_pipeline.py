@@ -115,15 +115,19 @@ def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -
     _set(dvc_repo, "cnn_lstm", "dropout", 0.1)
     _repro(dvc_repo)
     assert len(json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)) == 2
-    # The store sits beside the DVC cache, shared with experiment workspaces.
+    # The store sits beside the DVC cache, shared with experiment workspaces, never in git.
     assert (dvc_repo / ".dvc" / "trade-agent-registry" / "index.json").is_file()
+    run(["git", "add", "-A"], dvc_repo)
+    assert ".dvc/trade-agent-registry" not in run(["git", "status", "--porcelain"], dvc_repo).stdout
 
 
 def test_release_is_seen_by_gto_and_dvc_artifacts_get(dvc_repo: Path) -> None:
     _repro(dvc_repo)
     refused = run([*CLI, "release", "cnn_lstm@v1.0.0"], dvc_repo)
-    assert refused.returncode == 2 and "no commit's dvc.lock holds cnn_lstm_v1.0.0" in refused.stderr
-    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "train"]):
+    assert refused.returncode == 2 and "no commit has both a dvc.lock holding cnn_lstm_v1.0.0" in refused.stderr
+    bad_stage = run([*CLI, "release", "cnn_lstm@v1.0.0", "--stage", "bad stage"], dvc_repo)
+    assert bad_stage.returncode == 2 and run(["git", "tag"], dvc_repo).stdout == ""  # nothing tagged
+    for cmd in ([*CLI, "models", "export"], ["git", "add", "-A"], ["git", "commit", "-qm", "train"]):
         assert run(cmd, dvc_repo).returncode == 0
     released = run([*CLI, "release", "cnn_lstm@v1.0.0", "--stage", "prod"], dvc_repo)
     assert released.returncode == 0, released.stderr

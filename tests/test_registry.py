@@ -154,7 +154,9 @@ def test_lookups(registry: ModelRegistry, tmp_path: Path) -> None:
     assert registry.resolve_id("cnn_lstm@latest") == newest
     assert registry.resolve_id("cnn_lstm@best") == high
     assert registry.get_best_model("cnn_lstm").model_id == high
-    with pytest.raises(ModelNotFoundError, match=re.escape("'cnn_lstm_v1.0' is ambiguous")):
+    with pytest.raises(ModelNotFoundError, match=re.escape("'cnn_lstm' is ambiguous")):
+        registry.resolve_id("cnn_lstm")
+    with pytest.raises(ModelNotFoundError):  # prefixes end at a field boundary
         registry.resolve_id("cnn_lstm_v1.0")
     with pytest.raises(ModelNotFoundError, match=re.escape("closest: cnn_lstm_v1.0.0_grade_C_acc_0.65")):
         registry.resolve_id("cnn_lstm_v1.0.0_grade_D_acc_0.65")
@@ -241,15 +243,16 @@ def test_exports_of_two_clones_merge_by_content(tmp_path: Path, monkeypatch: pyt
     one, two = ModelRegistry(tmp_path / "one"), ModelRegistry(tmp_path / "two")
     shared = register(one, tmp_path / "a", b"shared")
     register(two, tmp_path / "b", b"shared")  # same content in both clones
-    only_two = register(two, tmp_path / "b", b"other", seed=5)  # v1.0.1 in clone two
+    register(two, tmp_path / "b", b"other", seed=5)  # v1.0.1 in clone two
     register(one, tmp_path / "a", b"mine", seed=7)  # v1.0.1 in clone one, different content
     notes = one.import_export(tmp_path / "two" / "registry.json")
     ids = {m.model_id for m in one.list_models()}
     assert shared in ids and len(ids) == 3
-    assert notes == [
-        f"{only_two} collided with a different model of the same version; imported as "
-        f"{only_two.replace('_v1.0.1_', '_v1.0.2_')}"
-    ]
+    # The other direction reaches the same numbering: the older model keeps v1.0.1.
+    two.import_export(tmp_path / "one" / "registry.json")
+    numbering = {m.checksum: m.version for m in one.list_models()}
+    assert numbering == {m.checksum: m.version for m in two.list_models()}
+    assert len(notes) == 1 and "_v1.0.2_" in notes[0]  # one of the two moved to the next free patch
 
 
 def test_corrupt_registry_is_reported_not_overwritten(registry: ModelRegistry, tmp_path: Path) -> None:
@@ -261,3 +264,31 @@ def test_corrupt_registry_is_reported_not_overwritten(registry: ModelRegistry, t
     (tmp_path / "models" / "registry.json").write_text("[]")
     with pytest.raises(RegistryCorruptError, match="is not a registry export"):
         registry.import_export()
+
+
+def test_zip_member_dates_do_not_make_a_new_version(registry: ModelRegistry, tmp_path: Path) -> None:
+    import zipfile
+
+    ids = []
+    for name, stamp in (("a", (2020, 1, 1, 0, 0, 0)), ("b", (2024, 6, 6, 6, 6, 6))):
+        folder = tmp_path / name
+        folder.mkdir()
+        with zipfile.ZipFile(folder / "model.zip", "w") as archive:
+            archive.writestr(zipfile.ZipInfo("policy.pth", date_time=stamp), b"same weights")
+        ids.append(registry.register_model("ppo", folder, None, {"interface": {}}, {"test/sharpe": 1.0}, {}))
+    assert ids[0] == ids[1]
+
+
+def test_aliases_skip_archived_models_and_restore_needs_an_empty_target(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    best = register(registry, tmp_path, b"1", metrics={"test/accuracy": 0.9})
+    other = register(registry, tmp_path, b"2", seed=1, metrics={"test/accuracy": 0.6})
+    registry.archive_model(best)
+    assert registry.resolve_id("cnn_lstm@best") == other and registry.resolve_id("cnn_lstm@latest") == other
+    assert registry.resolve_id(best) == best  # still reachable by id
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    with pytest.raises(InputError, match="is not an empty directory"):
+        registry.restore(other, tmp_path / "busy")
+    assert registry.get_best_model("cnn_lstm", metric="test/accuracy").model_id == other

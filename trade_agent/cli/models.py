@@ -11,9 +11,10 @@ import typer
 from rich.tree import Tree
 
 from trade_agent.cli.tables import make_console, model_table
-from trade_agent.errors import IntegrityError
+from trade_agent.errors import IntegrityError, TradeAgentError
 from trade_agent.registry import ModelRegistry
 from trade_agent.registry.release import release as make_release
+from trade_agent.registry.store import dvc_cache_dir
 
 models_app = typer.Typer(no_args_is_help=True, help="Manage registered models.")
 console = make_console()
@@ -164,15 +165,23 @@ def export(
 
 @models_app.command("gc")
 def gc(root: RootOption = Path("models")) -> None:
-    """Free space: drop archived models' stored files, then `dvc gc --workspace`.
+    """Free space: drop archived models' stored files, then `dvc gc --workspace --all-tags`.
 
     Every registered, non-archived version keeps its files (the registry holds its own
     copies, so DVC's garbage collection cannot remove them).
     """
     freed = _registry(root).drop_archived_files()
     console.print(f"registry: freed {freed / 2**20:.2f} MiB of archived models' files")
-    result = subprocess.run(["dvc", "gc", "--workspace", "--force"], capture_output=True, text=True, check=False)
-    console.print(" ".join(result.stdout.split()) or " ".join(result.stderr.split()))
+    if dvc_cache_dir(Path.cwd()) is None:
+        console.print("not inside a DVC repository: no DVC cache to collect")
+        return
+    # --all-tags keeps every released version fetchable with `dvc artifacts get`.
+    result = subprocess.run(
+        ["dvc", "gc", "--workspace", "--all-tags", "--force"], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise TradeAgentError(f"dvc gc failed: {' '.join(result.stderr.split())}")
+    console.print(" ".join(result.stdout.split()))
 
 
 def release(

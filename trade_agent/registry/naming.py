@@ -39,6 +39,8 @@ def resolve(
     if "@" in query:
         model_type, _, selector = query.partition("@")
         of_type = [e for e in entries if e["model_type"] == model_type]
+        if selector in ("latest", "best"):  # aliases mean the active models
+            of_type = [e for e in of_type if not e.get("archived")] or of_type
         if not of_type:
             raise ModelNotFoundError(f"no {model_type} models are registered; `trade-agent train list` shows them")
         if selector == "latest":
@@ -55,7 +57,8 @@ def resolve(
         raise ModelNotFoundError(f"{query}: no such version; {model_type} has {versions}")
     if query in ids:
         return entries[ids.index(query)]
-    matches = [e for e in entries if e["model_id"].startswith(query)]
+    # A prefix must end at a field boundary: cnn_lstm_v1.0.1 must not match v1.0.10.
+    matches = [e for e in entries if e["model_id"].startswith(query) and e["model_id"][len(query)] == "_"]
     if len(matches) == 1:
         return matches[0]
     if matches:

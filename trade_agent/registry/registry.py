@@ -16,6 +16,7 @@ import json
 import logging
 import shutil
 import subprocess
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from trade_agent.integrity import IntegrityReport
 from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text
 from trade_agent.registry.grading import PerformanceGrade, composite_score, grade_for, metric_value
 from trade_agent.registry.naming import make_model_id, resolve
-from trade_agent.registry.store import RegistryCorruptError, Store, locate_store
+from trade_agent.registry.store import RegistryCorruptError, Store, dvc_cache_dir, locate_store
 from trade_agent.registry.versioning import Fingerprint, format_version, next_version, parse_version
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,100 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _zip_content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        for name in sorted(archive.namelist()):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(archive.read(name)).digest())
+    return digest.hexdigest()
+
+
 def _git_commit(cwd: Path) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=False)
     except OSError:
         return None
     return out.stdout.strip() or None
+
+
+EXPORT_KEYS = (
+    "model_id",
+    "model_type",
+    "version",
+    "checksum",
+    "created_at",
+    "files",
+    "fingerprint",
+    "dependencies",
+    "metrics",
+    "performance_grade",
+)
+
+
+def _renumber(index: dict[str, Any], entry: dict[str, Any], ids: dict[str, str]) -> str:
+    """Give ``entry`` the next free patch version of its line and (re-)insert it."""
+    old_id = entry["model_id"]
+    if index["entries"].get(old_id) is entry:
+        del index["entries"][old_id]
+    issued = index["issued"].setdefault(entry["model_type"], [])
+    major, minor, _ = parse_version(entry["version"])
+    patch = max(parse_version(v)[2] for v in issued if parse_version(v)[:2] == (major, minor)) + 1
+    version = format_version((major, minor, patch))
+    entry["model_id"] = old_id.replace(f"_v{entry['version']}_", f"_v{version}_", 1)
+    entry["version"] = version
+    issued.append(version)
+    index["entries"][entry["model_id"]] = entry
+    ids[old_id] = entry["model_id"]
+    return str(entry["model_id"])
+
+
+def _merge(index: dict[str, Any], document: dict[str, Any]) -> list[str]:
+    """Add an export's unknown entries to ``index`` (see ``ModelRegistry.import_export``)."""
+    entries = index["entries"]
+    deleted = set(index.setdefault("deleted", []))
+    by_content = {(e["model_type"], e["checksum"]): e["model_id"] for e in entries.values()}
+    ids: dict[str, str] = {}
+    notes: list[str] = []
+    for incoming in sorted(document["models"], key=lambda e: (e["created_at"], e["checksum"])):
+        key = (incoming["model_type"], incoming["checksum"])
+        if key in by_content:
+            ids[incoming["model_id"]] = by_content[key]
+            continue
+        if incoming["checksum"] in deleted:
+            continue  # deleted here: an old export must not bring it back
+        entry = dict(incoming)
+        clash = next(
+            (
+                e
+                for e in entries.values()
+                if e["model_type"] == entry["model_type"] and e["version"] == entry["version"]
+            ),
+            None,
+        )
+        issued = index["issued"].setdefault(entry["model_type"], [])
+        if clash is not None:
+            if (entry["created_at"], entry["checksum"]) < (clash["created_at"], clash["checksum"]):
+                old_local = clash["model_id"]
+                moved = _renumber(index, clash, ids)
+                by_content[(clash["model_type"], clash["checksum"])] = moved
+                notes.append(f"{old_local} shared its version with an older model; renumbered to {moved}")
+            else:
+                old = entry["model_id"]
+                new = _renumber(index, entry, ids)
+                by_content[key] = new
+                notes.append(f"{old} collided with a different model of the same version; imported as {new}")
+                continue
+        entries[entry["model_id"]] = entry
+        if entry["version"] not in issued:
+            issued.append(entry["version"])
+        by_content[key] = entry["model_id"]
+        ids[incoming["model_id"]] = entry["model_id"]
+    for entry in entries.values():
+        entry["dependencies"] = [ids.get(d, d) for d in entry["dependencies"]]
+    for model_type, versions in document.get("issued", {}).items():
+        merged = index["issued"].setdefault(model_type, [])
+        merged.extend(v for v in versions if v not in merged)
+    return notes
 
 
 def in_experiment_workspace(path: Path) -> bool:
@@ -147,7 +236,9 @@ class ModelRegistry:
         """
         table = self._table(model_type)
         files = self._collect(Path(model_path), Path(preprocessor_path) if preprocessor_path else None)
-        payload = {rel: info["sha256"] for rel, info in files.items() if rel not in RUN_SPECIFIC}
+        payload = {
+            rel: info.get("content_sha256", info["sha256"]) for rel, info in files.items() if rel not in RUN_SPECIFIC
+        }
         checksum = sha256_text(canonical_json({"model_type": model_type, "files": payload}))
         interface = training_config.get("interface", {})
         hyper = {k: v for k, v in training_config.items() if k not in NOT_HYPERPARAMETERS}
@@ -157,6 +248,8 @@ class ModelRegistry:
             resolved_deps = [resolve(dep, list(entries.values()), self._rank)["model_id"] for dep in deps_in]
             for entry in entries.values():
                 if entry["checksum"] == checksum and entry["model_type"] == model_type:
+                    for info in files.values():  # `models gc` may have dropped them
+                        self.store.add_object(info["_path"], info["sha256"])
                     log.info("registry: %s is already registered as %s", model_path, entry["model_id"])
                     return str(entry["model_id"])
             for dep in resolved_deps:
@@ -247,10 +340,13 @@ class ModelRegistry:
                 sources.append((f"preprocessor/{preprocessor_path.name}", preprocessor_path))
             else:
                 raise InputError(f"{preprocessor_path}: preprocessor not found")
-        return {
-            rel: {"sha256": sha256_file(path), "md5": _md5(path), "size": path.stat().st_size, "_path": path}
-            for rel, path in sources
-        }
+        files: dict[str, dict[str, Any]] = {}
+        for rel, path in sources:
+            files[rel] = {"sha256": sha256_file(path), "md5": _md5(path), "size": path.stat().st_size, "_path": path}
+            if zipfile.is_zipfile(path):
+                # SB3 zips stamp member dates: identify them by their members' bytes.
+                files[rel]["content_sha256"] = _zip_content_hash(path)
+        return files
 
     # -- reading --------------------------------------------------------------------
 
@@ -322,7 +418,11 @@ class ModelRegistry:
         with_metric = [e for e in candidates if e["metrics"].get(metric) is not None]
         if not with_metric:
             return None
-        return ModelMetadata.from_entry(max(with_metric, key=lambda e: e["metrics"][metric]))
+        name = metric.split("/")[-1]
+        rule = self.grading[model_type].metrics.get(name) if model_type in self.grading else None
+        lower_is_better = rule.excellent < rule.poor if rule else name in ("loss", "max_drawdown", "volatility")
+        sign = -1.0 if lower_is_better else 1.0
+        return ModelMetadata.from_entry(max(with_metric, key=lambda e: sign * e["metrics"][metric]))
 
     def export_model_info(self, model_id: str) -> dict[str, Any]:
         """Metadata, lineage and integrity status as one JSON-ready dict."""
@@ -337,8 +437,9 @@ class ModelRegistry:
 
     # -- integrity and files --------------------------------------------------------
 
-    def _dvc_cache_object(self, md5: str) -> Path:
-        return self.store.root.parent / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    def _dvc_cache_object(self, md5: str) -> Path | None:
+        cache = dvc_cache_dir(self.root if self.root.exists() else self.root.parent)
+        return cache / "files" / "md5" / md5[:2] / md5[2:] if cache else None
 
     def _integrity(self, entry: dict[str, Any]) -> IntegrityReport:
         report = IntegrityReport(entry["model_id"])
@@ -347,7 +448,7 @@ class ModelRegistry:
                 self.store.verify_object(info["sha256"], f"{entry['model_id']}/{rel}")
             except IntegrityError as exc:
                 cached = self._dvc_cache_object(info["md5"])
-                if "missing" in str(exc) and cached.is_file() and sha256_file(cached) == info["sha256"]:
+                if "missing" in str(exc) and cached and cached.is_file() and sha256_file(cached) == info["sha256"]:
                     continue  # not in our store, but the DVC cache still has it
                 report.problems.append(str(exc))
         return report
@@ -364,13 +465,20 @@ class ModelRegistry:
         """
         entry = resolve(model_id, self._entries(), self._rank)
         target = Path(target)
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise InputError(f"{target} exists and is not an empty directory; restore into a new directory")
         for rel, info in sorted(entry["files"].items()):
             label = f"{entry['model_id']}/{rel}"
             try:
                 source = self.store.verify_object(info["sha256"], label)
             except IntegrityError as exc:
                 cached = self._dvc_cache_object(info["md5"])
-                if "missing" not in str(exc) or not cached.is_file() or sha256_file(cached) != info["sha256"]:
+                if (
+                    "missing" not in str(exc)
+                    or not cached
+                    or not cached.is_file()
+                    or sha256_file(cached) != info["sha256"]
+                ):
                     raise
                 source = cached
             destination = target / rel
@@ -412,6 +520,7 @@ class ModelRegistry:
                     f"{entry['model_id']} is a dependency of {', '.join(dependents)}; delete those first or use --force"
                 )
             del entries[entry["model_id"]]
+            index.setdefault("deleted", []).append(entry["checksum"])
             still_used = {i["sha256"] for e in entries.values() for i in e["files"].values()}
             for info in entry["files"].values():
                 if info["sha256"] not in still_used:
@@ -422,7 +531,7 @@ class ModelRegistry:
         return str(entry["model_id"])
 
     def drop_archived_files(self) -> int:
-        """Delete stored files used only by archived models; returns bytes freed."""
+        """Delete stored files (and view copies) used only by archived models; returns bytes freed."""
         freed = 0
         with self.store.locked() as index:
             entries = list(index["entries"].values())
@@ -435,6 +544,10 @@ class ModelRegistry:
                     if info["sha256"] not in keep and path.is_file():
                         freed += path.stat().st_size
                         path.unlink()
+                for view in self._view_files(entry):
+                    if view.is_file():
+                        freed += view.stat().st_size
+                        view.unlink()
         return freed
 
     # -- export, import, view -------------------------------------------------------
@@ -452,16 +565,44 @@ class ModelRegistry:
         return self.export_path
 
     def _export(self, index: dict[str, Any]) -> None:
+        """Write ``registry.json`` (under the lock), first merging entries that reached the
+        file from elsewhere (``git pull`` of another clone's export) instead of dropping them."""
+        if self.export_path.is_file():
+            for note in _merge(index, self._read_export(self.export_path)):
+                log.warning("registry: %s", note)
         models = sorted(index["entries"].values(), key=lambda e: (e["model_type"], parse_version(e["version"])))
         document = {"format": 1, "models": models, "issued": index["issued"]}
         with atomic_path(self.export_path) as tmp:
             tmp.write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
 
+    @staticmethod
+    def _read_export(path: Path) -> dict[str, Any]:
+        """A parsed, shape-checked export.
+
+        Raises:
+            RegistryCorruptError: unreadable, conflict markers, or entries missing keys.
+        """
+        fix = f"restore it from git (`git checkout {path}`) or resolve it by hand"
+        try:
+            document = read_json(path)
+        except ValueError as exc:
+            raise RegistryCorruptError(f"{path} is not valid JSON ({exc}); {fix}") from None
+        models = document.get("models") if isinstance(document, dict) else None
+        if not isinstance(models, list):
+            raise RegistryCorruptError(f"{path} is not a registry export (no 'models' list); {fix}")
+        for i, entry in enumerate(models):
+            missing = [k for k in EXPORT_KEYS if not isinstance(entry, dict) or k not in entry]
+            if missing:
+                raise RegistryCorruptError(f"{path}: models[{i}] lacks {', '.join(missing)}; {fix}")
+        return document
+
     def import_export(self, path: str | Path | None = None) -> list[str]:
         """Merge an export (default ``registry.json``) into the store, by content hash.
 
-        Entries whose content is known are skipped; a version already used by other
-        content is re-numbered to the next free version of that line (reported).
+        Entries whose content is known are skipped. When two different models carry the
+        same version, the one created first (then the smaller checksum) keeps it and the
+        other moves to the next free patch version - the same outcome in every clone -
+        and dependencies are rewritten to the new ids.
 
         Returns:
             One line per re-numbered entry.
@@ -469,38 +610,9 @@ class ModelRegistry:
         path = Path(path) if path else self.export_path
         if not path.is_file():
             return []
-        try:
-            document = read_json(path)
-            models = document["models"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RegistryCorruptError(
-                f"{path} is not a registry export ({exc}); restore it from git (`git checkout {path}`) or fix it"
-            ) from None
-        notes: list[str] = []
+        document = self._read_export(path)
         with self.store.locked() as index:
-            entries = index["entries"]
-            known = {(e["model_type"], e["checksum"]) for e in entries.values()}
-            for entry in sorted(models, key=lambda e: (e["created_at"], e["model_id"])):
-                if (entry["model_type"], entry["checksum"]) in known:
-                    continue
-                entry = dict(entry)
-                issued = index["issued"].setdefault(entry["model_type"], [])
-                if entry["version"] in issued:
-                    major, minor, _ = parse_version(entry["version"])
-                    taken = [parse_version(v) for v in issued if parse_version(v)[:2] == (major, minor)]
-                    new_version = format_version((major, minor, max(v[2] for v in taken) + 1))
-                    old_id = entry["model_id"]
-                    entry["model_id"] = old_id.replace(f"_v{entry['version']}_", f"_v{new_version}_", 1)
-                    entry["version"] = new_version
-                    notes.append(
-                        f"{old_id} collided with a different model of the same version; imported as {entry['model_id']}"
-                    )
-                issued.append(entry["version"])
-                entries[entry["model_id"]] = entry
-                known.add((entry["model_type"], entry["checksum"]))
-            for model_type, versions in document.get("issued", {}).items():
-                merged = index["issued"].setdefault(model_type, [])
-                merged.extend(v for v in versions if v not in merged)
+            notes = _merge(index, document)
         for note in notes:
             log.warning("registry import: %s", note)
         return notes
@@ -524,7 +636,9 @@ class ModelRegistry:
             elif rel.startswith("preprocessor/") and rel.endswith("/pipeline.json"):
                 view[folder / f"preprocessor_v{version}.json"] = rel
             if rel.startswith("preprocessor/"):
-                view[self.root / "preprocessors" / rel.removeprefix("preprocessor/")] = rel
+                # Per model version: two models' pipelines may share an id but not content.
+                name = f"{entry['model_type']}_v{version}"
+                view[self.root / "preprocessors" / name / rel.removeprefix("preprocessor/")] = rel
         return view
 
     def _materialize(self, entry: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from trade_agent.errors import InputError, TradeAgentError
 from trade_agent.registry.registry import RUN_SPECIFIC, ModelRegistry
+from trade_agent.registry.store import dvc_cache_dir
 
 
 class ReleaseError(InputError):
@@ -45,11 +46,22 @@ def _dir_manifest(cache_dir: Path, md5: str) -> dict[str, str]:
     return {item["relpath"]: item["md5"] for item in json.loads(manifest.read_text())}
 
 
+def _exports(repo: Path, commit: str, registry: ModelRegistry, checksum: str) -> bool:
+    """Does the commit's ``registry.json`` list the model (so the tag carries its entry)?"""
+    try:
+        relative = registry.export_path.resolve().relative_to(repo.resolve()).as_posix()
+        document = json.loads(_git(repo, "show", f"{commit}:{relative}"))
+    except (TradeAgentError, ValueError):
+        return False
+    return any(m.get("checksum") == checksum for m in document.get("models", []))
+
+
 def find_commit(repo: Path, registry: ModelRegistry, entry: dict[str, Any]) -> str | None:
-    """Newest commit whose ``dvc.lock`` output for the artifact has exactly the model's files."""
+    """Newest commit whose ``dvc.lock`` output for the artifact has exactly the model's files
+    and whose ``registry.json`` lists the model."""
     path = artifact_path(repo, entry["model_type"])
     wanted = {rel: info["md5"] for rel, info in entry["files"].items() if rel not in RUN_SPECIFIC}
-    cache_dir = registry.store.root.parent / "cache"
+    cache_dir = dvc_cache_dir(repo) or repo / ".dvc" / "cache"
     for commit in _git(repo, "log", "--format=%H", "--", "dvc.lock").split():
         try:
             lock = yaml.safe_load(_git(repo, "show", f"{commit}:dvc.lock")) or {}
@@ -61,7 +73,9 @@ def find_commit(repo: Path, registry: ModelRegistry, entry: dict[str, Any]) -> s
                     continue
                 md5 = str(out.get("md5", ""))
                 files = _dir_manifest(cache_dir, md5) if md5.endswith(".dir") else {Path(path).name: md5}
-                if {k: v for k, v in files.items() if k not in RUN_SPECIFIC} == wanted:
+                if {k: v for k, v in files.items() if k not in RUN_SPECIFIC} == wanted and _exports(
+                    repo, commit, registry, entry["checksum"]
+                ):
                     return commit
     return None
 
@@ -72,6 +86,8 @@ def release(repo: Path, registry: ModelRegistry, model_id: str, stage: str | Non
     Raises:
         ReleaseError: no commit's dvc.lock holds the model, or the version is released.
     """
+    if stage and not re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9-_]*[a-zA-Z0-9])?", stage):
+        raise ReleaseError(f"stage '{stage}' must be letters, digits, '-' or '_'")
     entry = registry.export_model_info(model_id)
     name, version = entry["model_type"], f"v{entry['version']}"
     tag = f"{name}@{version}"
@@ -79,8 +95,8 @@ def release(repo: Path, registry: ModelRegistry, model_id: str, stage: str | Non
     commit = find_commit(repo, registry, entry)
     if commit is None:
         raise ReleaseError(
-            f"no commit's dvc.lock holds {entry['model_id']}; run the pipeline that produced it and "
-            "commit dvc.lock (git add dvc.lock && git commit), then release again"
+            f"no commit has both a dvc.lock holding {entry['model_id']} and a models/registry.json listing it; "
+            "run `trade-agent models export`, commit dvc.lock and models/registry.json, then release again"
         )
     tags = []
     if tag not in existing:
@@ -89,8 +105,6 @@ def release(repo: Path, registry: ModelRegistry, model_id: str, stage: str | Non
     elif _git(repo, "rev-list", "-n", "1", tag).strip() != commit:
         raise ReleaseError(f"{tag} already tags another commit; versions are never re-released")
     if stage:
-        if not re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9-_]*[a-zA-Z0-9])?", stage):
-            raise ReleaseError(f"stage '{stage}' must be letters, digits, '-' or '_'")
         counter = 1 + sum(1 for t in existing if t.startswith(f"{name}#"))
         stage_tag = f"{name}#{stage}#{counter}"
         _git(

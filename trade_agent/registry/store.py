@@ -1,9 +1,11 @@
 """The registry's authoritative store: an index plus content-addressed file objects.
 
-Where it lives: beside the DVC cache (``<cache dir>/../trade-agent-registry``). DVC's
-experiment workspaces (``dvc exp run --temp`` / ``--queue``) share the main repository's
-cache, so every workspace of a repository registers into the same store. Outside a DVC
-repository the store is ``<registry_root>/.store``.
+Where it lives: beside the default DVC cache, in the **main** repository's
+``.dvc/trade-agent-registry`` (git-ignored). DVC's experiment workspaces
+(``dvc exp run --temp`` / ``--queue``) run under ``<main>/.dvc/tmp/exps/`` and share the
+main repository's cache, so every workspace of a repository registers into the same store
+- and two repositories sharing one custom cache directory still get stores of their own.
+Outside a DVC repository the store is ``<registry_root>/.store``.
 
 Layout::
 
@@ -26,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from trade_agent.errors import IntegrityError, TradeAgentError
 from trade_agent.io import atomic_path, sha256_file
@@ -36,13 +38,17 @@ FORMAT = 1
 STORE_DIR_NAME = "trade-agent-registry"
 
 
+class RegistryBusyError(TradeAgentError):
+    """Another process holds the registry lock for too long."""
+
+
 class RegistryCorruptError(TradeAgentError):
     """The index or the git-tracked export cannot be read; it is reported, never overwritten."""
 
 
 @cache
-def _dvc_cache_dir(start: str) -> str | None:
-    """The DVC cache directory of the repository containing ``start`` (None outside one)."""
+def _dvc_paths(start: str) -> tuple[str, str] | None:
+    """(main repository root, DVC cache dir) for ``start``; None outside a DVC repository."""
     try:
         from dvc.exceptions import NotDvcRepoError
         from dvc.repo import Repo
@@ -50,10 +56,17 @@ def _dvc_cache_dir(start: str) -> str | None:
         return None
     try:
         with Repo(start, uninitialized=False) as repo:
-            path = repo.cache.local.path  # .../cache/files/md5
+            root, cache_files = repo.root_dir, repo.cache.local.path  # .../cache/files/md5
     except NotDvcRepoError:
         return None
-    return str(Path(path).parents[1])
+    main_root = root.split(f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}")[0]  # experiment workspaces
+    return main_root, str(Path(cache_files).parents[1])
+
+
+def dvc_cache_dir(path: Path) -> Path | None:
+    """The DVC cache directory of the repository containing ``path``."""
+    found = _dvc_paths(str(path.resolve()))
+    return Path(found[1]) if found else None
 
 
 def locate_store(registry_root: Path) -> Path:
@@ -62,10 +75,10 @@ def locate_store(registry_root: Path) -> Path:
     if override:
         return Path(override)
     start = registry_root if registry_root.exists() else registry_root.parent
-    cache_dir = _dvc_cache_dir(str(start.resolve()))
-    if cache_dir is None:
+    found = _dvc_paths(str(start.resolve()))
+    if found is None:
         return registry_root / ".store"
-    return Path(cache_dir).parent / STORE_DIR_NAME
+    return Path(found[0]) / ".dvc" / STORE_DIR_NAME
 
 
 class Store:
@@ -76,17 +89,29 @@ class Store:
         self.objects = root / "objects"
         self.index_path = root / INDEX_FILE
         root.mkdir(parents=True, exist_ok=True)
+        ignore = root / ".gitignore"
+        if not ignore.is_file():  # the store is never committed: registry.json is its export
+            ignore.write_text("*\n")
         self._lock = FileLock(str(root / "registry.lock"), timeout=120)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[dict[str, Any]]:
         """Hold the lock; yield the index; write it back atomically on success."""
-        with self._lock:
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise RegistryBusyError(
+                f"{self.root}/registry.lock is held by another process for over 2 minutes; "
+                "wait for it to finish or remove the lock file if that process is gone"
+            ) from None
+        try:
             index = self.read()
             before = json.dumps(index, sort_keys=True)
             yield index
             if json.dumps(index, sort_keys=True) != before:
                 self._write(index)
+        finally:
+            self._lock.release()
 
     def read(self) -> dict[str, Any]:
         """The current index (empty when the store is new).
