@@ -29,20 +29,29 @@ from trade_agent.training.windows import WindowData
 
 def best_of(func: Callable[[], object], repeat: int) -> float:
     """Fastest wall time of ``repeat`` runs (the least disturbed by other load)."""
-    times = []
+    return best_of_pair(func, None, repeat)[0]
+
+
+def best_of_pair(ours: Callable[[], object], baseline: Callable[[], object] | None, repeat: int) -> tuple[float, float]:
+    """Fastest times of two functions run alternately, so background load hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for func, bucket in ((ours, times[0]), (baseline, times[1])):
+            if func is None:
+                continue
+            start = time.perf_counter()
+            func()
+            bucket.append(time.perf_counter() - start)
+    return min(times[0]), min(times[1]) if times[1] else float("nan")
 
 
 def bench_features(n_symbols: int, n_bars: int, repeat: int) -> None:
     market = generate_synthetic(SyntheticSpec(n_symbols=n_symbols, n_bars=n_bars, seed=0))
     config = FeaturesConfig()
     rows = len(market)
-    ours = best_of(lambda: compute_features(market, config), repeat)
-    baseline = best_of(lambda: reference_features(market, config), repeat)
+    ours, baseline = best_of_pair(
+        lambda: compute_features(market, config), lambda: reference_features(market, config), repeat
+    )
     print(
         f"features: {rows:,} rows ({n_symbols} symbols x {n_bars:,} bars), {len(market.columns)} inputs -> 35 features"
     )
@@ -57,6 +66,7 @@ def _window_data(rows: int, n_features: int, sequence_length: int) -> WindowData
         rng.standard_normal((rows, n_features)).astype(np.float32), columns=[f"f{i}" for i in range(n_features)]
     )
     frame.insert(0, "symbol", "S")
+    frame.insert(0, "timestamp", pd.date_range("2000-01-03", periods=rows, freq="min"))
     frame["split"] = "train"
     frame["target_return"] = rng.normal(0, 0.01, rows)
     frame["target_direction"] = rng.integers(0, 3, rows)
@@ -74,7 +84,6 @@ def bench_trainer(rows: int, repeat: int, threads: int) -> None:
     torch.manual_seed(0)
     model = CNNLSTM(spec)
     trainer = CNNLSTMTrainer(model, data, config, torch.device("cpu"), seed=0)
-    ours = best_of(trainer._train_epoch, repeat)
 
     torch.manual_seed(0)
     plain_model = CNNLSTM(spec)
@@ -91,7 +100,7 @@ def bench_trainer(rows: int, repeat: int, threads: int) -> None:
             loss.backward()
             optimizer.step()
 
-    baseline = best_of(plain_epoch, repeat)
+    ours, baseline = best_of_pair(trainer._train_epoch, plain_epoch, repeat)
     samples = len(data.ends["train"])
     print(f"trainer: {samples:,} windows (30 x 35) per epoch, batch 256, {threads} threads, default CNN-LSTM")
     print(f"  trade-agent trainer:  {ours:7.2f} s/epoch  {samples / ours:10,.0f} samples/s")

@@ -1,0 +1,31 @@
+"""`make bench` keeps working (tiny sizes; the figures themselves are not asserted here)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmarks_run_and_report_ratios() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--symbols",
+            "2",
+            "--bars",
+            "3000",
+            "--train-rows",
+            "600",
+            "--repeat",
+            "1",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "speed-up vs pandas baseline" in result.stdout and "throughput ratio" in result.stdout
