@@ -20,7 +20,7 @@ def main() -> None:
         live_dir=Path("dvclive/cnn_lstm"),
     )
     # Into the shared store only: registry.json is rewritten by `train`/`models export`.
-    register_cnn_lstm(run.model_dir, params, default_registry(params, export=False))
+    register_cnn_lstm(run.model_dir, params, default_registry(params, export=False), run.duration_s)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ def test_repro_is_incremental_and_uses_the_run_cache(dvc_repo: Path) -> None:
 
     second = _repro(dvc_repo)
     assert "Running stage" not in second and "Data and pipelines are up to date" in second
+    lock = (dvc_repo / "dvc.lock").read_text()
+    forced = run(["dvc", "repro", "--force", "--single-item", "cnn_lstm"], dvc_repo)
+    assert forced.returncode == 0 and "Running stage 'cnn_lstm'" in forced.stdout
+    assert (dvc_repo / "dvc.lock").read_text() == lock  # retraining reproduces the output bytes
 
     _set(dvc_repo, "features", "rsi_period", 9)
     changed = _repro(dvc_repo)

@@ -93,7 +93,9 @@ def test_same_seed_same_weights(tiny_features_dir: Path, tmp_path: Path) -> None
         run = train_cnn_lstm(params, tiny_features_dir, tmp_path / name, checkpoint_root=None)
         states.append(run.model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
-    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+    # The whole model directory (a DVC output) is byte-identical, metadata included.
+    for name in ("model.pt", "config.json", "metadata.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_model_directory_contents(tiny_features_dir: Path, tmp_path: Path) -> None:

@@ -157,8 +157,9 @@ def train_cnn_lstm(
             "best_epoch": outcome.best_epoch,
             "stopped_early": outcome.stopped_early,
             "resumed_from_epoch": outcome.resumed_from_epoch,
-            "duration_s": round(duration, 3),
         },
+        # No wall-clock values here: the model directory (a DVC output) is byte-identical
+        # across runs with the same inputs. The duration goes to the registry entry.
         "hardware": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
     }
     model_config = {
@@ -238,7 +239,9 @@ def _open_live(directory: Path | None) -> _LiveLog | None:
 RUNTIME_KEYS = ("threads", "strict_device", "precision")
 
 
-def register_cnn_lstm(model_dir: Path, params: Params, registry: ModelRegistry) -> str:
+def register_cnn_lstm(
+    model_dir: Path, params: Params, registry: ModelRegistry, training_duration: float | None = None
+) -> str:
     """Register a trained model directory; returns its id (existing id for known content)."""
     config = read_json(model_dir / "config.json")
     metadata = read_json(model_dir / "metadata.json")
@@ -261,7 +264,7 @@ def register_cnn_lstm(model_dir: Path, params: Params, registry: ModelRegistry) 
         training_config,
         metadata["metrics"],
         {**metadata["data"], "preprocessor_id": metadata["preprocessor_id"]},
-        training_duration=metadata["training"]["duration_s"],
+        training_duration=round(training_duration, 3) if training_duration is not None else None,
         hardware_info=metadata["hardware"],
         notes="; ".join(metadata["warnings"]),
     )

@@ -287,7 +287,7 @@ class UnifiedTrainingManager:
         )
         preprocessors = sorted((model_dir / PREPROCESSOR_DIR).iterdir())
         registry = ModelRegistry(self.registry_root, grading=params.grading)
-        model_id = register_cnn_lstm(model_dir, params, registry)
+        model_id = register_cnn_lstm(model_dir, params, registry, run.duration_s)
         return TrainingResult(
             training_id,
             config.model_type,
