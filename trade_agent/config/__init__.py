@@ -17,6 +17,7 @@ from trade_agent.config.params import (
     load_params_or_defaults,
     params_from_dict,
 )
+from trade_agent.config.rl import PPOConfig, RLCommonConfig, RLConfig, SACConfig, TD3Config
 
 __all__ = [
     "DEFAULT_PARAMS_FILE",
@@ -25,10 +26,15 @@ __all__ = [
     "DataConfig",
     "FeaturesConfig",
     "LabelsConfig",
+    "PPOConfig",
     "Params",
     "PreprocessingConfig",
+    "RLCommonConfig",
+    "RLConfig",
+    "SACConfig",
     "SentimentConfig",
     "SplitsConfig",
+    "TD3Config",
     "from_mapping",
     "load_params",
     "load_params_or_defaults",

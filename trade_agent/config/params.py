@@ -24,6 +24,7 @@ from trade_agent.config.features import (
 from trade_agent.config.loader import _coerce
 from trade_agent.config.models import CnnLstmConfig
 from trade_agent.config.registry import TypeGrading, default_grading
+from trade_agent.config.rl import RLConfig
 from trade_agent.errors import ConfigError
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -41,6 +42,7 @@ class Params:
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cnn_lstm: CnnLstmConfig = field(default_factory=CnnLstmConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     grading: dict[str, TypeGrading] = field(default_factory=default_grading)
 
     def validate(self) -> Params:

@@ -1,0 +1,80 @@
+"""Deterministic evaluation of a policy over a whole split, and the val-Sharpe callback."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
+from trade_agent.envs.trading_env import PortfolioEnv
+from trade_agent.evaluation.trading import trading_metrics
+
+log = logging.getLogger(__name__)
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def run_episode(
+    predict: Predict, panel: MarketPanel, config: SimulatorConfig, discrete: bool = False
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One pass over the whole panel: (period returns after costs, target weights, total reward)."""
+    whole = replace(config, episode_length=panel.n_bars)
+    env = PortfolioEnv(panel, whole, discrete=discrete)
+    obs, _ = env.reset()
+    returns, weights, total, done = [], [], 0.0, False
+    while not done:
+        obs, reward, done, _, info = env.step(predict(obs))
+        returns.append(float(np.expm1(info["growth"])))
+        weights.append(info["target"])
+        total += reward
+    return np.array(returns), np.array(weights), total
+
+
+def evaluate(
+    predict: Predict,
+    panel: MarketPanel,
+    config: SimulatorConfig,
+    discrete: bool = False,
+    periods_per_year: float = 252.0,
+) -> dict[str, float]:
+    """Trading metrics of a deterministic policy on ``panel`` (returns after costs)."""
+    returns, weights, total = run_episode(predict, panel, config, discrete)
+    return trading_metrics(returns, weights, periods_per_year, episode_rewards=np.array([total]))
+
+
+class ValSharpeCallback(BaseCallback):
+    """Every ``eval_freq`` steps, evaluate on the validation panel; keep the best policy by Sharpe."""
+
+    def __init__(self, val_panel: MarketPanel, config: SimulatorConfig, eval_freq: int, discrete: bool = False):
+        super().__init__()
+        self.val_panel, self.sim_config, self.eval_freq, self.discrete = val_panel, config, eval_freq, discrete
+        self.best_sharpe = -np.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, float]] = []
+        self._next = eval_freq
+
+    def _predict(self, obs: np.ndarray) -> np.ndarray:
+        action, _ = self.model.predict(obs, deterministic=True)
+        return np.asarray(action)
+
+    def evaluate_now(self) -> None:
+        metrics = evaluate(self._predict, self.val_panel, self.sim_config, self.discrete)
+        self.history.append({"step": float(self.num_timesteps), **{f"val/{k}": v for k, v in metrics.items()}})
+        if metrics["sharpe"] > self.best_sharpe:
+            self.best_sharpe = metrics["sharpe"]
+            self.best_state = copy.deepcopy(self.model.policy.state_dict())
+        log.info("step %d val/sharpe %.3f (best %.3f)", self.num_timesteps, metrics["sharpe"], self.best_sharpe)
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.eval_freq
+            self.evaluate_now()
+        return True
+
+    def _on_training_end(self) -> None:
+        self.evaluate_now()  # the final policy competes too

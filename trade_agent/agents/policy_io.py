@@ -1,0 +1,85 @@
+"""The registered form of an SB3 agent: policy state dict + JSON, loadable without pickle.
+
+SB3's ``.zip`` embeds cloudpickled objects; it is kept for users who want ``PPO.load``
+(loaded only after its checksum verifies), but the registry's form is ``policy.pt``
+(``torch.save`` of ``policy.state_dict()``, read with ``weights_only=True``) and
+``policy.json`` (algorithm, spaces, network sizes) from which the policy class is rebuilt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.sac.policies import SACPolicy
+from stable_baselines3.td3.policies import TD3Policy
+
+from trade_agent.errors import DataSourceError
+from trade_agent.io import read_json, write_json
+
+POLICY_FILE = "policy.pt"
+POLICY_SPEC = "policy.json"
+POLICY_CLASSES: dict[str, type[BasePolicy]] = {"ppo": ActorCriticPolicy, "sac": SACPolicy, "td3": TD3Policy}
+
+
+def _space_to_json(space: gym.Space[Any]) -> dict[str, Any]:
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist()}
+    raise TypeError(f"unsupported space {space}")
+
+
+def _space_from_json(spec: dict[str, Any]) -> gym.Space[Any]:
+    if spec["type"] == "Box":
+        low = np.array(spec["low"], dtype=np.float32)
+        high = np.array(spec["high"], dtype=np.float32)
+        return gym.spaces.Box(low, high, shape=tuple(spec["shape"]), dtype=np.float32)
+    return gym.spaces.MultiDiscrete(spec["nvec"])
+
+
+def save_policy(
+    model: BaseAlgorithm,
+    algo: str,
+    net_arch: list[int],
+    directory: Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write ``policy.pt`` and ``policy.json`` (``state_dict`` defaults to the current policy)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    state = state_dict if state_dict is not None else model.policy.state_dict()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / POLICY_FILE)
+    write_json(
+        directory / POLICY_SPEC,
+        {
+            "algo": algo,
+            "net_arch": list(net_arch),
+            "observation_space": _space_to_json(model.observation_space),
+            "action_space": _space_to_json(model.action_space),
+        },
+    )
+
+
+def load_policy(directory: Path) -> tuple[BasePolicy, dict[str, Any]]:
+    """Rebuild the policy from ``policy.json`` and load ``policy.pt`` (never unpickles).
+
+    Raises:
+        DataSourceError: the directory holds no saved policy.
+    """
+    if not (directory / POLICY_FILE).is_file() or not (directory / POLICY_SPEC).is_file():
+        raise DataSourceError(f"{directory}: no {POLICY_FILE} + {POLICY_SPEC}; not an agent directory")
+    spec = read_json(directory / POLICY_SPEC)
+    policy_class = POLICY_CLASSES[spec["algo"]]
+    policy = policy_class(
+        _space_from_json(spec["observation_space"]),
+        _space_from_json(spec["action_space"]),
+        lambda _: 0.0,  # no optimisation happens on a loaded policy
+        net_arch=spec["net_arch"],
+    )
+    policy.load_state_dict(torch.load(directory / POLICY_FILE, map_location="cpu", weights_only=True))
+    return policy.eval(), spec

@@ -1,0 +1,96 @@
+"""Section ``rl``: stage-2 agents. ``rl.common`` is shared; each algorithm has its own
+subsection so a change to one re-runs only that algorithm's stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trade_agent.errors import ConfigError
+
+ALGOS = ("ppo", "sac", "td3")
+
+
+@dataclass(frozen=True)
+class RLCommonConfig:
+    """Environment and evaluation settings shared by every algorithm.
+
+    Attributes:
+        window: bars of market features in each observation.
+        max_leverage: gross exposure cap (sum of |weights|).
+        cost_bps / slippage_bps: charged on traded notional at each fill (next bar's open).
+        drawdown_penalty: reward -= penalty * drawdown from the running peak.
+        episode_length: training episode length in bars (random starts).
+        eval_freq: environment steps between validation evaluations (best by val Sharpe).
+        discrete: short/flat/long actions instead of continuous weights (PPO only).
+    """
+
+    window: int = 10
+    max_leverage: float = 1.0
+    cost_bps: float = 5.0
+    slippage_bps: float = 2.0
+    drawdown_penalty: float = 0.0
+    episode_length: int = 256
+    eval_freq: int = 2000
+    discrete: bool = False
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.episode_length < 1 or self.eval_freq < 1:
+            raise ConfigError("rl.common: window, episode_length and eval_freq must be >= 1")
+        if self.max_leverage <= 0 or self.cost_bps < 0 or self.slippage_bps < 0 or self.drawdown_penalty < 0:
+            raise ConfigError("rl.common: max_leverage must be > 0; costs and penalty >= 0")
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    learning_rate: float = 0.0003
+    total_timesteps: int = 20000
+    n_envs: int = 8
+    n_steps: int = 256
+    batch_size: int = 256
+    n_epochs: int = 5
+    gamma: float = 0.99
+    ent_coef: float = 0.0
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    learning_rate: float = 0.0003
+    total_timesteps: int = 3000
+    buffer_size: int = 50000
+    learning_starts: int = 500
+    batch_size: int = 128
+    train_freq: int = 4
+    gradient_steps: int = 1
+    gamma: float = 0.99
+
+
+@dataclass(frozen=True)
+class TD3Config:
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    learning_rate: float = 0.001
+    total_timesteps: int = 3000
+    buffer_size: int = 50000
+    learning_starts: int = 500
+    batch_size: int = 128
+    train_freq: int = 4
+    gradient_steps: int = 1
+    gamma: float = 0.99
+    action_noise: float = 0.1
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """All of ``rl``: which algorithms the ``rl`` matrix stage trains, and their settings."""
+
+    algos: list[str] = field(default_factory=lambda: list(ALGOS))
+    common: RLCommonConfig = field(default_factory=RLCommonConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
+    td3: TD3Config = field(default_factory=TD3Config)
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.algos if a not in ALGOS]
+        if unknown:
+            raise ConfigError(f"rl.algos: '{unknown[0]}' is unknown; use any of {', '.join(ALGOS)}")
