@@ -77,3 +77,41 @@ def test_rl_config_checks() -> None:
         build_agent("sac", env, replace(tiny_rl(), common=replace(tiny_rl().common, discrete=True)), seed=0)
     discrete_ppo = build_agent("ppo", VecPortfolioEnv(panel(), SIM, n_envs=2, discrete=True), tiny_rl(), seed=0)
     assert discrete_ppo.action_space.nvec.tolist() == [3, 3]
+
+
+def test_train_agent_writes_the_agent_directory(tmp_path: Path) -> None:
+    from trade_agent.agents.train import train_agent
+
+    params = params_from_dict(
+        {
+            "rl": {
+                "common": {"window": 5, "episode_length": 40, "eval_freq": 64},
+                "ppo": {
+                    "net_arch": [16],
+                    "n_steps": 32,
+                    "batch_size": 32,
+                    "n_epochs": 1,
+                    "n_envs": 2,
+                    "total_timesteps": 128,
+                },
+            }
+        }
+    )
+    panels = {"train": panel(200, seed=1), "val": panel(80, seed=2), "test": panel(80, seed=3)}
+    run = train_agent("ppo", params, panels, tmp_path / "ppo")
+    files = {p.name for p in (tmp_path / "ppo").iterdir()}
+    assert files == {"model.zip", "policy.pt", "policy.json", "metrics.json", "equity.tsv"}
+    assert {"test/sharpe", "test/max_drawdown", "test/turnover", "val/best_sharpe"} <= set(run.metrics)
+    policy, _ = load_policy(tmp_path / "ppo")
+    result = evaluate(lambda obs: policy.predict(obs, deterministic=True)[0], panels["test"], SIM)
+    assert result["sharpe"] == pytest.approx(run.metrics["test/sharpe"])  # the saved policy is the evaluated one
+
+
+def test_load_panels_from_stage_outputs(tiny_features_dir: Path) -> None:
+    from trade_agent.agents.train import load_panels
+
+    params = params_from_dict({"rl": {"common": {"window": 5}}})
+    panels = load_panels(params, tiny_features_dir, None, tiny_features_dir.parent / "prepared" / "market.parquet")
+    assert set(panels) == {"train", "val", "test"}
+    assert all(p.n_assets == 2 and p.n_bars > 5 for p in panels.values())
+    assert panels["train"].n_bars > panels["val"].n_bars

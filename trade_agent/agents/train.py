@@ -1,0 +1,100 @@
+"""Train one stage-2 agent end to end on the stage-1 outputs (library side of the ``rl`` stage).
+
+Reads ``features.parquet`` (scaled features, splits), the ``embed`` outputs and the
+prepared bars; trains on the train split, keeps the policy with the best validation
+Sharpe, and reports after-cost test metrics. Writes the agent directory: ``model.zip``
+(SB3's own format, for ``PPO.load`` users), ``policy.pt`` + ``policy.json`` (the
+pickle-free form the registry loads), ``metrics.json`` and ``equity.tsv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trade_agent.agents.evaluation import ValSharpeCallback, evaluate, run_episode
+from trade_agent.agents.factory import build_agent, net_arch
+from trade_agent.agents.policy_io import save_policy
+from trade_agent.config import Params
+from trade_agent.envs.panel import build_panel
+from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
+from trade_agent.envs.trading_env import VecPortfolioEnv
+from trade_agent.io import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentRun:
+    """Result of :func:`train_agent`."""
+
+    algo: str
+    agent_dir: Path
+    metrics: dict[str, float]
+    duration_s: float
+
+
+def simulator_config(params: Params) -> SimulatorConfig:
+    c = params.rl.common
+    return SimulatorConfig(
+        window=c.window,
+        max_leverage=c.max_leverage,
+        cost_bps=c.cost_bps,
+        slippage_bps=c.slippage_bps,
+        drawdown_penalty=c.drawdown_penalty,
+        episode_length=c.episode_length,
+    )
+
+
+def load_panels(
+    params: Params, features_dir: Path, embeddings_path: Path | None, market_path: Path
+) -> dict[str, MarketPanel]:
+    """Train, val and test panels from the stage outputs."""
+    features = pd.read_parquet(features_dir / "features.parquet")
+    names = read_json(features_dir / "schema.json")["feature_names"]
+    embeddings = pd.read_parquet(embeddings_path) if embeddings_path is not None else None
+    market = pd.read_parquet(market_path)
+    return {
+        split: build_panel(features, names, embeddings, market, split, params.rl.common.window)[0]
+        for split in ("train", "val", "test")
+    }
+
+
+def train_agent(algo: str, params: Params, panels: dict[str, MarketPanel], agent_dir: Path) -> AgentRun:
+    """Train ``algo`` on ``panels['train']``, select by validation Sharpe, evaluate on test."""
+    started = time.perf_counter()
+    config, sim = params.rl, simulator_config(params)
+    discrete = config.common.discrete
+    n_envs = config.ppo.n_envs if algo == "ppo" else 1
+    env = VecPortfolioEnv(panels["train"], sim, n_envs=n_envs, discrete=discrete, seed=params.base.seed)
+    model = build_agent(algo, env, config, seed=params.base.seed)
+    callback = ValSharpeCallback(panels["val"], sim, config.common.eval_freq, discrete)
+    model.learn(total_timesteps=getattr(config, algo).total_timesteps, callback=callback)
+    if callback.best_state is not None:
+        model.policy.load_state_dict(callback.best_state)
+
+    def predict(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(obs, deterministic=True)[0])
+
+    test = evaluate(predict, panels["test"], sim, discrete)
+    returns, _, _ = run_episode(predict, panels["test"], sim, discrete)
+    metrics = {f"test/{k}": v for k, v in test.items()} | {"val/best_sharpe": float(callback.best_sharpe)}
+    agent_dir.mkdir(parents=True, exist_ok=True)
+    save_policy(model, algo, net_arch(config, algo), agent_dir)
+    partial = agent_dir / ".model.partial.zip"  # SB3 insists on a .zip suffix
+    model.save(partial)
+    partial.replace(agent_dir / "model.zip")
+    write_json(agent_dir / "metrics.json", metrics)
+    equity = pd.DataFrame({"step": np.arange(1, len(returns) + 1), "equity": np.cumprod(1.0 + returns)})
+    with atomic_path(agent_dir / "equity.tsv") as tmp:
+        equity.to_csv(tmp, sep="\t", index=False)
+    duration = time.perf_counter() - started
+    log.info(
+        "%s: test/sharpe %.3f, test/total_return %.3f (%.1f s)", algo, test["sharpe"], test["total_return"], duration
+    )
+    return AgentRun(algo, agent_dir, metrics, duration)
