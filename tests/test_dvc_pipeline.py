@@ -24,6 +24,15 @@ def _repro(repo: Path) -> str:
     return result.stdout + result.stderr
 
 
+def _set_nested(repo: Path, keys: tuple[str, ...], value: object) -> None:
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    node = raw
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
 def _set(repo: Path, section: str, key: str, value: object) -> None:
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw[section][key] = value
@@ -32,7 +41,7 @@ def _set(repo: Path, section: str, key: str, value: object) -> None:
 
 def test_repro_is_incremental_and_uses_the_run_cache(dvc_repo: Path) -> None:
     first = _repro(dvc_repo)
-    for stage in ("prepare", "features", "cnn_lstm", "embed"):
+    for stage in ("prepare", "features", "cnn_lstm", "embed", "rl@ppo", "rl@sac", "rl@td3"):
         assert f"Running stage '{stage}'" in first
     features = dvc_repo / "data" / "features" / "features.parquet"
     original = sha256_file(features)
@@ -72,7 +81,7 @@ def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None
     _set(dvc_repo, "cnn_lstm", "learning_rate", 0.003)
     changed = _repro(dvc_repo)
     ran = sorted(line.split("'")[1] for line in changed.splitlines() if line.startswith("Running stage"))
-    assert ran == ["cnn_lstm", "embed"]
+    assert ran == ["cnn_lstm", "embed", "rl@ppo", "rl@sac", "rl@td3"]
     assert sha256_file(model) != before
     embeddings = pd.read_parquet(dvc_repo / "data" / "embeddings" / "embeddings.parquet")
     assert {"emb_0", "prob_up", "pred_return", "split"} <= set(embeddings.columns)
@@ -80,6 +89,16 @@ def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None
     assert 0 <= metrics["test/accuracy"] <= 1
     plots = run(["dvc", "plots", "show", "--json"], dvc_repo)
     assert plots.returncode == 0 and "val/loss" in plots.stdout
+    # One algorithm's params re-run that algorithm only.
+    _set_nested(dvc_repo, ("rl", "sac", "learning_rate"), 0.001)
+    ran = sorted(line.split("'")[1] for line in _repro(dvc_repo).splitlines() if line.startswith("Running stage"))
+    assert ran == ["rl@sac"]
+    agents = json.loads(run([*CLI, "train", "list", "--model-type", "sac", "--json"], dvc_repo).stdout)
+    # v1.1.0 came from the new upstream CNN-LSTM above (MINOR), v1.2.0 from SAC's own params.
+    assert [a["version"] for a in agents] == ["1.2.0", "1.1.0", "1.0.0"]
+    assert agents[0]["dependencies"] == [
+        json.loads(run([*CLI, "train", "list", "--model-type", "cnn_lstm", "--json"], dvc_repo).stdout)[0]["model_id"]
+    ]
 
 
 def test_failed_validation_leaves_no_outputs(dvc_repo: Path) -> None:
@@ -107,7 +126,7 @@ def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -
     }
     _set(dvc_repo, "cnn_lstm", "dropout", 0.2)
     _repro(dvc_repo)
-    listed = json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)
+    listed = json.loads(run([*CLI, "train", "list", "--model-type", "cnn_lstm", "--json"], dvc_repo).stdout)
     assert [m["version"] for m in listed] == ["1.1.0", "1.0.0"]  # hyperparameter change: MINOR
     got = run([*CLI, "models", "get", "cnn_lstm@v1.0.0", "-o", "restored"], dvc_repo)
     assert got.returncode == 0, got.stderr
@@ -118,7 +137,7 @@ def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -
     # Reverting the param restores the stage from the run-cache: nothing new is registered.
     _set(dvc_repo, "cnn_lstm", "dropout", 0.1)
     _repro(dvc_repo)
-    assert len(json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)) == 2
+    assert len(json.loads(run([*CLI, "train", "list", "--model-type", "cnn_lstm", "--json"], dvc_repo).stdout)) == 2
     # The store sits beside the DVC cache, shared with experiment workspaces, never in git.
     assert (dvc_repo / ".dvc" / "trade-agent-registry" / "index.json").is_file()
     run(["git", "add", "-A"], dvc_repo)

@@ -273,7 +273,7 @@ def test_zip_member_dates_do_not_make_a_new_version(registry: ModelRegistry, tmp
     for name, stamp in (("a", (2020, 1, 1, 0, 0, 0)), ("b", (2024, 6, 6, 6, 6, 6))):
         folder = tmp_path / name
         folder.mkdir()
-        with zipfile.ZipFile(folder / "model.zip", "w") as archive:
+        with zipfile.ZipFile(folder / "weights.zip", "w") as archive:
             archive.writestr(zipfile.ZipInfo("policy.pth", date_time=stamp), b"same weights")
         ids.append(registry.register_model("ppo", folder, None, {"interface": {}}, {"test/sharpe": 1.0}, {}))
     assert ids[0] == ids[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
 from trade_agent.envs.trading_env import VecPortfolioEnv
 from trade_agent.io import atomic_path, read_json, write_json
+from trade_agent.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ def load_panels(
     }
 
 
-def train_agent(algo: str, params: Params, panels: dict[str, MarketPanel], agent_dir: Path) -> AgentRun:
+def train_agent(
+    algo: str, params: Params, panels: dict[str, MarketPanel], agent_dir: Path, metrics_path: Path | None = None
+) -> AgentRun:
     """Train ``algo`` on ``panels['train']``, select by validation Sharpe, evaluate on test."""
     started = time.perf_counter()
     config, sim = params.rl, simulator_config(params)
@@ -82,14 +85,19 @@ def train_agent(algo: str, params: Params, panels: dict[str, MarketPanel], agent
         return np.asarray(model.predict(obs, deterministic=True)[0])
 
     test = evaluate(predict, panels["test"], sim, discrete)
-    returns, _, _ = run_episode(predict, panels["test"], sim, discrete)
-    metrics = {f"test/{k}": v for k, v in test.items()} | {"val/best_sharpe": float(callback.best_sharpe)}
+    returns, _, total_reward = run_episode(predict, panels["test"], sim, discrete)
+    metrics = {f"test/{k}": v for k, v in test.items()} | {
+        "test/total_reward": float(total_reward),
+        "val/best_sharpe": float(callback.best_sharpe),
+    }
     agent_dir.mkdir(parents=True, exist_ok=True)
     save_policy(model, algo, net_arch(config, algo), agent_dir)
     partial = agent_dir / ".model.partial.zip"  # SB3 insists on a .zip suffix
     model.save(partial)
     partial.replace(agent_dir / "model.zip")
     write_json(agent_dir / "metrics.json", metrics)
+    if metrics_path is not None:
+        write_json(metrics_path, metrics)
     equity = pd.DataFrame({"step": np.arange(1, len(returns) + 1), "equity": np.cumprod(1.0 + returns)})
     with atomic_path(agent_dir / "equity.tsv") as tmp:
         equity.to_csv(tmp, sep="\t", index=False)
@@ -98,3 +106,33 @@ def train_agent(algo: str, params: Params, panels: dict[str, MarketPanel], agent
         "%s: test/sharpe %.3f, test/total_return %.3f (%.1f s)", algo, test["sharpe"], test["total_return"], duration
     )
     return AgentRun(algo, agent_dir, metrics, duration)
+
+
+def register_agent(run: AgentRun, params: Params, cnn_lstm_dir: Path, registry: ModelRegistry) -> str:
+    """Register an agent with lineage to the exact CNN-LSTM (and its preprocessor) it saw."""
+    from trade_agent.training.cnn_lstm import register_cnn_lstm
+
+    cnn_lstm_id = register_cnn_lstm(cnn_lstm_dir, params, registry)  # existing id: content is known
+    spec = read_json(run.agent_dir / "policy.json")
+    algo_params = asdict(getattr(params.rl, run.algo))
+    training_config = {
+        **{k: v for k, v in algo_params.items()},
+        "common": asdict(params.rl.common),
+        "seed": params.base.seed,
+        "interface": {
+            "observation_space": spec["observation_space"]["shape"],
+            "action_space": spec["action_space"],
+            "window": params.rl.common.window,
+            "discrete": params.rl.common.discrete,
+        },
+    }
+    return registry.register_model(
+        run.algo,
+        run.agent_dir,
+        None,
+        training_config,
+        run.metrics,
+        {"cnn_lstm": cnn_lstm_id},
+        dependencies=[cnn_lstm_id],
+        training_duration=round(run.duration_s, 3),
+    )

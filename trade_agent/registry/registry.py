@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 EXPORT_FILE = "registry.json"
 # Files of a model directory that describe a run rather than the model: stored, but not
-# part of the content hash.
-RUN_SPECIFIC = frozenset({"metadata.json"})
+# part of the content hash. SB3's model.zip pickles run state (start time, last
+# observation); an agent's identity is its pickle-free policy.pt + policy.json.
+RUN_SPECIFIC = frozenset({"metadata.json", "model.zip"})
 # training_config keys that do not count as hyperparameters for versioning.
 NOT_HYPERPARAMETERS = frozenset({"seed", "interface", "runtime"})
 VIEW_WEIGHT_SUFFIXES = {".pt": ".pth", ".pth": ".pth", ".zip": ".zip", ".npz": ".npz"}
