@@ -41,37 +41,21 @@ def build_agent(algo: str, env: VecEnv, config: RLConfig, seed: int, tensorboard
         )
     if config.common.discrete:
         raise ConfigError(f"rl.common.discrete is true but {algo} needs continuous actions; use ppo or set it false")
-    if algo == "sac":
-        s = config.sac
-        return SAC(
-            "MlpPolicy",
-            env,
-            learning_rate=s.learning_rate,
-            buffer_size=s.buffer_size,
-            learning_starts=s.learning_starts,
-            batch_size=s.batch_size,
-            train_freq=s.train_freq,
-            gradient_steps=s.gradient_steps,
-            gamma=s.gamma,
-            policy_kwargs={"net_arch": list(s.net_arch)},
-            **common,
-        )
-    if algo == "td3":
-        t = config.td3
+    if algo in ("sac", "td3"):
+        c = getattr(config, algo)
+        off_policy: dict[str, Any] = {
+            "learning_rate": c.learning_rate,
+            "buffer_size": c.buffer_size,
+            "learning_starts": c.learning_starts,
+            "batch_size": c.batch_size,
+            "train_freq": c.train_freq,
+            "gradient_steps": c.gradient_steps,
+            "gamma": c.gamma,
+            "policy_kwargs": {"net_arch": list(c.net_arch)},
+        }
+        if algo == "sac":
+            return SAC("MlpPolicy", env, **off_policy, **common)
         n = env.action_space.shape[0]  # type: ignore[index]
-        noise = NormalActionNoise(np.zeros(n), t.action_noise * np.ones(n)) if t.action_noise > 0 else None
-        return TD3(
-            "MlpPolicy",
-            env,
-            learning_rate=t.learning_rate,
-            buffer_size=t.buffer_size,
-            learning_starts=t.learning_starts,
-            batch_size=t.batch_size,
-            train_freq=t.train_freq,
-            gradient_steps=t.gradient_steps,
-            gamma=t.gamma,
-            action_noise=noise,
-            policy_kwargs={"net_arch": list(t.net_arch)},
-            **common,
-        )
+        noise = NormalActionNoise(np.zeros(n), c.action_noise * np.ones(n)) if c.action_noise > 0 else None
+        return TD3("MlpPolicy", env, action_noise=noise, **off_policy, **common)
     raise ConfigError(f"algorithm '{algo}' is unknown; use ppo, sac or td3")

@@ -54,7 +54,9 @@ class PPOConfig:
 
 
 @dataclass(frozen=True)
-class SACConfig:
+class OffPolicyConfig:
+    """Settings SAC and TD3 share (replay buffer, update cadence)."""
+
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     learning_rate: float = 0.0003
     total_timesteps: int = 3000
@@ -67,17 +69,14 @@ class SACConfig:
 
 
 @dataclass(frozen=True)
-class TD3Config:
-    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+class SACConfig(OffPolicyConfig):
+    pass
+
+
+@dataclass(frozen=True)
+class TD3Config(OffPolicyConfig):
     learning_rate: float = 0.001
-    total_timesteps: int = 3000
-    buffer_size: int = 50000
-    learning_starts: int = 500
-    batch_size: int = 128
-    train_freq: int = 4
-    gradient_steps: int = 1
-    gamma: float = 0.99
-    action_noise: float = 0.1
+    action_noise: float = 0.1  # std of Gaussian exploration noise, in action units
 
 
 @dataclass(frozen=True)
