@@ -29,6 +29,7 @@ test: install  ## run the test suite
 	pytest -n 2
 
 bench: install  ## benchmarks, as ratios against baselines measured in the same run
+	$(PIP) -c constraints.txt -e ".[dev,bench]"
 	python benchmarks/run.py
 
 lint: install

@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.reference_features import reference_features
+from benchmarks.rl_env import bench_env, bench_ppo
 from trade_agent.config import CnnLstmConfig, FeaturesConfig
 from trade_agent.data import SyntheticSpec, generate_synthetic
 from trade_agent.features import compute_features
@@ -115,12 +116,20 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--train-rows", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=["features", "trainer"], default=None)
+    parser.add_argument("--env-steps", type=int, default=50_000)
+    parser.add_argument("--n-envs", type=int, default=64)
+    parser.add_argument("--ppo-steps", type=int, default=8192)
+    parser.add_argument("--only", choices=["features", "trainer", "env", "ppo"], default=None)
     args = parser.parse_args()
     if args.only in (None, "features"):
         bench_features(args.symbols, args.bars, args.repeat)
     if args.only in (None, "trainer"):
         bench_trainer(args.train_rows, args.repeat, args.threads)
+    if args.only in (None, "env"):
+        bench_env(args.bars, args.env_steps, args.n_envs)
+    if args.only in (None, "ppo"):
+        torch.set_num_threads(args.threads)
+        bench_ppo(args.ppo_steps)
 
 
 if __name__ == "__main__":

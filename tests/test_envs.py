@@ -119,3 +119,27 @@ def test_panel_from_stage_outputs(tiny_features_dir) -> None:
     assert panel.open[7, 1] == row["open"].iloc[0] and panel.close[7, 1] == row["close"].iloc[0]
     env = PortfolioEnv(panel, SimulatorConfig(window=5))
     assert env.reset()[1]["t"] == 4  # the first decision is the split's first bar
+
+
+@pytest.mark.parametrize(("n_assets", "penalty"), [(1, 0.0), (3, 0.5)])
+def test_single_portfolio_matches_the_batched_simulator(n_assets: int, penalty: float) -> None:
+    from trade_agent.envs.simulator import PortfolioSimulator
+    from trade_agent.envs.single import SinglePortfolio
+
+    p = panel(n_bars=150, seed=7, n_assets=n_assets)
+    config = SimulatorConfig(window=5, episode_length=100, drawdown_penalty=penalty, max_leverage=1.5)
+    single, batched = SinglePortfolio(p, config), PortfolioSimulator(p, config, n_envs=1)
+    single.reset(7)
+    batched.reset(np.array([0]), np.array([7]))
+    rng = np.random.default_rng(3)
+    done = False
+    while not done:
+        np.testing.assert_allclose(single.observe(), batched.observe()[0], rtol=1e-6)
+        action = rng.uniform(-1.2, 1.2, n_assets) * (rng.random(n_assets) > 0.2)  # some flats, some clipping
+        reward, done, info = single.step(action)
+        rewards, dones, details = batched.step(action[None])
+        assert reward == pytest.approx(float(rewards[0]), rel=1e-12, abs=1e-15) and done == bool(dones[0])
+        for key in ("cost", "turnover", "portfolio_value"):
+            assert info[key] == pytest.approx(float(details[key][0]), rel=1e-12)
+        np.testing.assert_allclose(info["target"], details["target"][0], rtol=1e-12)
+    assert single.t == 107

@@ -16,11 +16,12 @@ import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
 
 from trade_agent.envs.simulator import MarketPanel, PortfolioSimulator, SimulatorConfig
+from trade_agent.envs.single import SinglePortfolio
 
 DISCRETE_WEIGHTS = np.array([-1.0, 0.0, 1.0])  # short / flat / long
 
 
-def _spaces(sim: PortfolioSimulator, discrete: bool) -> tuple[gym.Space[Any], gym.Space[Any]]:
+def _spaces(sim: PortfolioSimulator | SinglePortfolio, discrete: bool) -> tuple[gym.Space[Any], gym.Space[Any]]:
     n = sim.panel.n_assets
     observation = gym.spaces.Box(-np.inf, np.inf, shape=(sim.observation_size,), dtype=np.float32)
     action: gym.Space[Any] = (
@@ -34,7 +35,7 @@ def _to_weights(actions: np.ndarray, discrete: bool) -> np.ndarray:
 
 
 class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
-    """One portfolio over a panel.
+    """One portfolio over a panel (stepped by :class:`SinglePortfolio`, plain floats).
 
     Args:
         panel: the split's arrays.
@@ -50,7 +51,7 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         self, panel: MarketPanel, config: SimulatorConfig, random_start: bool = False, discrete: bool = False
     ) -> None:
         super().__init__()
-        self.sim = PortfolioSimulator(panel, config, n_envs=1)
+        self.sim = SinglePortfolio(panel, config)
         self.random_start, self.discrete = random_start, discrete
         self.observation_space, self.action_space = _spaces(self.sim, discrete)
 
@@ -66,13 +67,12 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         start = int(options["start"]) if options and "start" in options else self._start()
-        self.sim.reset(np.array([0]), np.array([start]))
-        return self.sim.observe()[0], {"t": start}
+        self.sim.reset(start)
+        return self.sim.observe(), {"t": start}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        rewards, done, details = self.sim.step(_to_weights(action, self.discrete)[None])
-        info = {k: v[0] for k, v in details.items()} | {"t": int(self.sim.t[0])}
-        return self.sim.observe()[0], float(rewards[0]), bool(done[0]), False, info
+        reward, done, info = self.sim.step(_to_weights(action, self.discrete))
+        return self.sim.observe(), reward, done, False, {**info, "t": self.sim.t}
 
 
 class VecPortfolioEnv(VecEnv):
