@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -98,10 +99,13 @@ def test_train_agent_writes_the_agent_directory(tmp_path: Path) -> None:
         }
     )
     panels = {"train": panel(200, seed=1), "val": panel(80, seed=2), "test": panel(80, seed=3)}
-    run = train_agent("ppo", params, panels, tmp_path / "ppo")
+    run = train_agent("ppo", params, panels, tmp_path / "ppo", plots_path=tmp_path / "plots" / "equity.tsv")
     files = {p.name for p in (tmp_path / "ppo").iterdir()}
-    assert files == {"model.zip", "policy.pt", "policy.json", "metrics.json", "equity.tsv"}
-    assert {"test/sharpe", "test/max_drawdown", "test/turnover", "val/best_sharpe"} <= set(run.metrics)
+    assert files == {"model.zip", "policy.pt", "policy.json", "metrics.json"}
+    assert {"test/sharpe", "test/max_drawdown", "test/turnover", "val/sharpe"} <= set(run.metrics)
+    equity = pd.read_csv(tmp_path / "plots" / "equity.tsv", sep="\t")
+    assert list(equity.columns) == ["step", "equity"]
+    assert equity["equity"].iloc[-1] == pytest.approx(1 + run.metrics["test/total_return"], abs=1e-6)
     policy, _ = load_policy(tmp_path / "ppo")
     result = evaluate(lambda obs: policy.predict(obs, deterministic=True)[0], panels["test"], SIM)
     assert result["sharpe"] == pytest.approx(run.metrics["test/sharpe"])  # the saved policy is the evaluated one

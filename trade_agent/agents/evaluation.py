@@ -56,7 +56,7 @@ class ValSharpeCallback(BaseCallback):
         self.best_sharpe = -np.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
-        self._next = eval_freq
+        self.next_evaluation = eval_freq
 
     def _predict(self, obs: np.ndarray) -> np.ndarray:
         action, _ = self.model.predict(obs, deterministic=True)
@@ -71,8 +71,8 @@ class ValSharpeCallback(BaseCallback):
         log.info("step %d val/sharpe %.3f (best %.3f)", self.num_timesteps, metrics["sharpe"], self.best_sharpe)
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.eval_freq
+        if self.num_timesteps >= self.next_evaluation:
+            self.next_evaluation += self.eval_freq
             self.evaluate_now()
         return True
 

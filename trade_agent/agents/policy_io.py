@@ -9,7 +9,7 @@ SB3's ``.zip`` embeds cloudpickled objects; it is kept for users who want ``PPO.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -19,10 +19,14 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 
-from trade_agent.errors import DataSourceError
-from trade_agent.io import read_json, write_json
+from trade_agent.errors import DataSourceError, IntegrityError
+from trade_agent.io import read_json, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from trade_agent.registry import ModelRegistry
 
 POLICY_FILE = "policy.pt"
+SB3_ZIP = "model.zip"
 POLICY_SPEC = "policy.json"
 POLICY_CLASSES: dict[str, type[BasePolicy]] = {"ppo": ActorCriticPolicy, "sac": SACPolicy, "td3": TD3Policy}
 
@@ -83,3 +87,32 @@ def load_policy(directory: Path) -> tuple[BasePolicy, dict[str, Any]]:
     )
     policy.load_state_dict(torch.load(directory / POLICY_FILE, map_location="cpu", weights_only=True))
     return policy.eval(), spec
+
+
+def load_sb3_model(registry: ModelRegistry, model_id: str, work_dir: Path) -> BaseAlgorithm:
+    """SB3's own object (``PPO``/``SAC``/``TD3``) of a registered agent, for ``.learn``/``.predict`` users.
+
+    The zip embeds cloudpickled objects, so it is unpickled only after its sha256 matches
+    the registry entry: the model is restored (every file verified) into
+    ``work_dir/<model_id>`` and the copy is hashed once more right before loading.
+
+    Raises:
+        IntegrityError: the zip is missing or does not match its recorded checksum.
+        ModelNotFoundError: unknown id.
+    """
+    from stable_baselines3 import PPO, SAC, TD3
+
+    entry = registry.get_model(model_id)
+    algorithms: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
+    if entry.model_type not in algorithms or SB3_ZIP not in entry.files:
+        raise IntegrityError(f"{entry.model_id}: not an SB3 agent with a {SB3_ZIP}; load it with load_policy")
+    directory = work_dir / entry.model_id
+    if not (directory / SB3_ZIP).is_file():
+        registry.restore(entry.model_id, directory)
+    path = directory / SB3_ZIP
+    if sha256_file(path) != entry.files[SB3_ZIP]["sha256"]:
+        raise IntegrityError(
+            f"{path}: sha256 does not match the registry entry of {entry.model_id}; "
+            "delete the directory and load again to restore a verified copy"
+        )
+    return algorithms[entry.model_type].load(path, device="cpu")

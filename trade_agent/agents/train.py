@@ -4,7 +4,9 @@ Reads ``features.parquet`` (scaled features, splits), the ``embed`` outputs and 
 prepared bars; trains on the train split, keeps the policy with the best validation
 Sharpe, and reports after-cost test metrics. Writes the agent directory: ``model.zip``
 (SB3's own format, for ``PPO.load`` users), ``policy.pt`` + ``policy.json`` (the
-pickle-free form the registry loads), ``metrics.json`` and ``equity.tsv``.
+pickle-free form the registry loads) and ``metrics.json``; the test equity curve goes to
+a separate plots file (``dvc plots``). Training checkpoints live outside the outputs, under
+``models/temp/<algo>/<inputs hash>``, so a killed run resumes (see :mod:`.checkpoint`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from stable_baselines3.common.callbacks import BaseCallback
 
+from trade_agent.agents.checkpoint import CheckpointCallback, clear_checkpoint, has_checkpoint, load_checkpoint
 from trade_agent.agents.evaluation import ValSharpeCallback, evaluate, run_episode
 from trade_agent.agents.factory import build_agent, net_arch
 from trade_agent.agents.policy_io import save_policy
@@ -24,7 +28,7 @@ from trade_agent.config import Params
 from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
 from trade_agent.envs.trading_env import VecPortfolioEnv
-from trade_agent.io import atomic_path, read_json, write_json
+from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text, write_json
 from trade_agent.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ class AgentRun:
     agent_dir: Path
     metrics: dict[str, float]
     duration_s: float
+    resumed_from: int = 0
 
 
 def simulator_config(params: Params) -> SimulatorConfig:
@@ -66,30 +71,76 @@ def load_panels(
     }
 
 
+def inputs_hash(algo: str, params: Params, input_files: list[Path]) -> str:
+    """Identity of a training run's inputs; names its checkpoint directory."""
+    return sha256_text(
+        canonical_json(
+            {
+                "algo": algo,
+                "files": [sha256_file(p) for p in input_files],
+                "common": asdict(params.rl.common),
+                "algo_params": asdict(getattr(params.rl, algo)),
+                "seed": params.base.seed,
+            }
+        )
+    )[:16]
+
+
 def train_agent(
-    algo: str, params: Params, panels: dict[str, MarketPanel], agent_dir: Path, metrics_path: Path | None = None
+    algo: str,
+    params: Params,
+    panels: dict[str, MarketPanel],
+    agent_dir: Path,
+    metrics_path: Path | None = None,
+    *,
+    plots_path: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
+    keep_checkpoints: bool = False,
+    tensorboard: str | None = None,
 ) -> AgentRun:
-    """Train ``algo`` on ``panels['train']``, select by validation Sharpe, evaluate on test."""
+    """Train ``algo`` on ``panels['train']``, select by validation Sharpe, evaluate on test.
+
+    Args:
+        plots_path: TSV of the test equity curve (``step``, ``equity``) for ``dvc plots``.
+        checkpoint_dir: where resumable checkpoints go (none without it); an existing
+            checkpoint there is resumed unless ``resume`` is false, and the directory is
+            removed after success unless ``keep_checkpoints``.
+        tensorboard: directory for SB3's TensorBoard logs.
+    """
     started = time.perf_counter()
     config, sim = params.rl, simulator_config(params)
+    algo_config = getattr(config, algo)
     discrete = config.common.discrete
-    n_envs = config.ppo.n_envs if algo == "ppo" else 1
-    env = VecPortfolioEnv(panels["train"], sim, n_envs=n_envs, discrete=discrete, seed=params.base.seed)
-    model = build_agent(algo, env, config, seed=params.base.seed)
-    callback = ValSharpeCallback(panels["val"], sim, config.common.eval_freq, discrete)
-    model.learn(total_timesteps=getattr(config, algo).total_timesteps, callback=callback)
-    if callback.best_state is not None:
-        model.policy.load_state_dict(callback.best_state)
+    env = VecPortfolioEnv(panels["train"], sim, n_envs=algo_config.n_envs, discrete=discrete, seed=params.base.seed)
+    model = build_agent(algo, env, config, seed=params.base.seed, tensorboard=tensorboard)
+    selector = ValSharpeCallback(panels["val"], sim, config.common.eval_freq, discrete)
+    callbacks: list[BaseCallback] = [selector]
+    resumed_from = 0
+    if checkpoint_dir is not None:
+        if not resume:
+            clear_checkpoint(checkpoint_dir)
+        elif has_checkpoint(checkpoint_dir):
+            resumed_from = load_checkpoint(model, selector, checkpoint_dir)
+            log.info("%s: resuming from %s at step %d", algo, checkpoint_dir, resumed_from)
+        callbacks.append(CheckpointCallback(checkpoint_dir, config.common.checkpoint_freq, selector))
+    remaining = max(algo_config.total_timesteps - resumed_from, 0)
+    model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=resumed_from == 0, tb_log_name=algo)
+    if selector.best_state is not None:
+        model.policy.load_state_dict(selector.best_state)
 
     def predict(obs: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(obs, deterministic=True)[0])
 
+    # The selected policy on val (its Sharpe is the selection score) and, once, on test.
+    val = evaluate(predict, panels["val"], sim, discrete)
     test = evaluate(predict, panels["test"], sim, discrete)
     returns, _, total_reward = run_episode(predict, panels["test"], sim, discrete)
-    metrics = {f"test/{k}": v for k, v in test.items()} | {
-        "test/total_reward": float(total_reward),
-        "val/best_sharpe": float(callback.best_sharpe),
-    }
+    metrics = (
+        {f"val/{k}": v for k, v in val.items()}
+        | {f"test/{k}": v for k, v in test.items()}
+        | {"test/total_reward": float(total_reward)}
+    )
     agent_dir.mkdir(parents=True, exist_ok=True)
     save_policy(model, algo, net_arch(config, algo), agent_dir)
     partial = agent_dir / ".model.partial.zip"  # SB3 insists on a .zip suffix
@@ -98,14 +149,18 @@ def train_agent(
     write_json(agent_dir / "metrics.json", metrics)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
-    equity = pd.DataFrame({"step": np.arange(1, len(returns) + 1), "equity": np.cumprod(1.0 + returns)})
-    with atomic_path(agent_dir / "equity.tsv") as tmp:
-        equity.to_csv(tmp, sep="\t", index=False)
+    if plots_path is not None:
+        equity = pd.DataFrame({"step": np.arange(1, len(returns) + 1), "equity": np.cumprod(1.0 + returns)})
+        plots_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(plots_path) as tmp:
+            equity.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
+    if checkpoint_dir is not None and not keep_checkpoints:
+        clear_checkpoint(checkpoint_dir)
     duration = time.perf_counter() - started
     log.info(
         "%s: test/sharpe %.3f, test/total_return %.3f (%.1f s)", algo, test["sharpe"], test["total_return"], duration
     )
-    return AgentRun(algo, agent_dir, metrics, duration)
+    return AgentRun(algo, agent_dir, metrics, duration, resumed_from)
 
 
 def register_agent(run: AgentRun, params: Params, cnn_lstm_dir: Path, registry: ModelRegistry) -> str:

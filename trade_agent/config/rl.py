@@ -22,6 +22,7 @@ class RLCommonConfig:
         episode_length: training episode length in bars (random starts).
         eval_freq: environment steps between validation evaluations (best by val Sharpe).
         discrete: short/flat/long actions instead of continuous weights (PPO only).
+        checkpoint_freq: environment steps between resumable checkpoints (outside DVC outputs).
     """
 
     window: int = 10
@@ -32,10 +33,11 @@ class RLCommonConfig:
     episode_length: int = 256
     eval_freq: int = 2000
     discrete: bool = False
+    checkpoint_freq: int = 1000
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.episode_length < 1 or self.eval_freq < 1:
-            raise ConfigError("rl.common: window, episode_length and eval_freq must be >= 1")
+        if min(self.window, self.episode_length, self.eval_freq, self.checkpoint_freq) < 1:
+            raise ConfigError("rl.common: window, episode_length, eval_freq and checkpoint_freq must be >= 1")
         if self.max_leverage <= 0 or self.cost_bps < 0 or self.slippage_bps < 0 or self.drawdown_penalty < 0:
             raise ConfigError("rl.common: max_leverage must be > 0; costs and penalty >= 0")
 
@@ -60,6 +62,7 @@ class OffPolicyConfig:
     net_arch: list[int] = field(default_factory=lambda: [64, 64])
     learning_rate: float = 0.0003
     total_timesteps: int = 3000
+    n_envs: int = 1
     buffer_size: int = 50000
     learning_starts: int = 500
     batch_size: int = 128
