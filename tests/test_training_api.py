@@ -65,7 +65,7 @@ def test_failures_are_reported_not_raised(tmp_path: Path) -> None:
     assert missing.status == "failed" and "nope.csv: no such file" in missing.error_message
     typo = manager.train_model(TrainingConfig("cnn_lstm", "sample", str(tmp_path / "o"), hidden=3))
     assert typo.status == "failed" and "unknown option 'hidden'" in typo.error_message
-    later = manager.train_model(TrainingConfig("ppo", "sample", str(tmp_path / "o")))
+    later = manager.train_model(TrainingConfig("hybrid", "sample", str(tmp_path / "o")))
     assert later.status == "failed" and "not available yet" in later.error_message
     assert manager.get_training_status(later.training_id)["status"] == "failed"
 
@@ -183,3 +183,37 @@ def test_windows_refuse_unsorted_frames(tiny_features_dir: Path) -> None:
     names = json.loads((tiny_features_dir / "schema.json").read_text())["feature_names"]
     with pytest.raises(SchemaError, match="sorted by symbol, then time"):
         WindowData.from_frame(frame.sort_values("timestamp"), names, 5)
+
+
+def test_cli_trains_agents_on_a_new_or_a_registered_cnn_lstm(bars_file: Path, tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
+    first = runner.invoke(
+        app, ["train", "ppo", str(bars_file), "--cnn-lstm-model", "new", "--timesteps", "128", "--json"]
+    )
+    assert first.exit_code == 0, first.output
+    ppo = json.loads(first.output[first.output.index("{") :])
+    registry = ModelRegistry("models")
+    (cnn_lstm,) = registry.list_models("cnn_lstm")
+    assert registry.get_model(ppo["model_id"]).dependencies == [cnn_lstm.model_id]
+    assert {"val/sharpe", "test/sharpe", "test/calmar", "test/turnover"} <= set(ppo["metrics"])
+
+    second = runner.invoke(
+        app,
+        ["train", "sac", str(bars_file), "--cnn-lstm-model", cnn_lstm.model_id, "--timesteps", "96", "--n-envs", "2"],
+    )
+    assert second.exit_code == 0, second.output
+    assert "registered sac_v1.0.0" in second.output
+    (sac,) = registry.list_models("sac")
+    assert sac.dependencies == [cnn_lstm.model_id] and len(registry.list_models("cnn_lstm")) == 1
+    # The registered model's own preprocessor scaled the data (not a refit).
+    schema = json.loads(Path("models/runs/sac/data/features/schema.json").read_text())
+    assert (
+        schema["preprocessor_id"]
+        == json.loads(Path("models/runs/ppo/cnn_lstm/config.json").read_text())["preprocessor_id"]
+    )
+
+    wrong = runner.invoke(app, ["train", "td3", str(bars_file), "--cnn-lstm-model", ppo["model_id"]])
+    assert wrong.exit_code == 2
+    assert wrong.output.startswith("error: ppo_v1.0.0") and "is a ppo model, not cnn_lstm" in wrong.output
+    unknown = runner.invoke(app, ["train", "td3", str(bars_file), "--cnn-lstm-model", "cnn_lstm_v9"])
+    assert unknown.exit_code == 2 and "cnn_lstm_v9" in unknown.output and len(unknown.output.splitlines()) == 1

@@ -1,7 +1,5 @@
 """``trade-agent train ...``: train models from a data file."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +13,7 @@ from trade_agent.errors import TradeAgentError
 from trade_agent.log import setup_logging
 from trade_agent.training.unified_manager import TrainingConfig, TrainingResult, UnifiedTrainingManager
 
-train_app = typer.Typer(no_args_is_help=True, help="Train models (stage 1 today; later stages land with their issues).")
+train_app = typer.Typer(no_args_is_help=True, help="Train models: the stage-1 CNN-LSTM and the stage-2 RL agents.")
 console = make_console()
 
 
@@ -27,10 +25,29 @@ def print_metrics(result: TrainingResult) -> None:
     table.add_column("test", justify="right")
     names = sorted({k.split("/", 1)[1] for k in result.metrics if "/" in k})
     for name in names:
-        table.add_row(
-            name, *(f"{result.metrics.get(f'{split}/{name}', float('nan')):.4f}" for split in ("val", "test"))
-        )
+        values = (result.metrics.get(f"{split}/{name}") for split in ("val", "test"))
+        table.add_row(name, *("-" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
+
+
+def _finish(result: TrainingResult, as_json: bool) -> None:
+    if result.status != "completed":
+        raise result.exception or TradeAgentError(result.error_message or "training failed")
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "model_id": result.model_id,
+                    "model_path": result.model_path,
+                    "performance_grade": result.performance_grade,
+                    "metrics": result.metrics,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print_metrics(result)
+        console.print(f"registered [bold]{result.model_id}[/] (grade {result.performance_grade})")
 
 
 def cnn_lstm_enhanced(
@@ -79,28 +96,73 @@ def cnn_lstm_enhanced(
         n_trials=n_trials,
         **extra,
     )
-    result = UnifiedTrainingManager().train_model(config)
-    if result.status != "completed":
-        raise result.exception or TradeAgentError(result.error_message or "training failed")
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "model_id": result.model_id,
-                    "model_path": result.model_path,
-                    "performance_grade": result.performance_grade,
-                    "metrics": result.metrics,
-                },
-                indent=2,
-            )
-        )
-    else:
-        print_metrics(result)
-        console.print(f"registered [bold]{result.model_id}[/] (grade {result.performance_grade})")
+    _finish(UnifiedTrainingManager().train_model(config), as_json)
 
 
 train_app.command("cnn-lstm-enhanced")(cnn_lstm_enhanced)
 train_app.command("cnn-lstm", help="Alias of cnn-lstm-enhanced (the seed's original command).")(cnn_lstm_enhanced)
+
+
+def _agent_command(algo: str) -> None:
+    """Register ``train <algo>`` (one function per algorithm so each has its own help)."""
+
+    def train_agent(
+        data: Annotated[str, typer.Argument(help="CSV/Parquet file, a `data pipeline -r` dataset dir, or 'sample'.")],
+        cnn_lstm_model: Annotated[
+            str | None,
+            typer.Option(
+                help="Registered CNN-LSTM id (or prefix/@latest/@best) whose features and embeddings the agent "
+                "uses, or 'new' to train one on DATA first. Omitted: choose from the registry (TTY) or 'new'."
+            ),
+        ] = None,
+        timesteps: Annotated[int | None, typer.Option(min=1, help=f"Environment steps (default: rl.{algo}).")] = None,
+        n_envs: Annotated[int | None, typer.Option(min=1, help=f"Parallel environments (default: rl.{algo}).")] = None,
+        tensorboard: Annotated[Path | None, typer.Option(help="Write SB3 TensorBoard logs here.")] = None,
+        resume: Annotated[bool, typer.Option(help="Resume an interrupted run of the same inputs.")] = True,
+        output_dir: Annotated[Path | None, typer.Option(help="Working directory of this run.")] = None,
+        params_file: Annotated[
+            Path | None, typer.Option("--params", help="params file (default: ./params.yaml, else built-in defaults).")
+        ] = None,
+        optimize: Annotated[bool, typer.Option(help="Optuna hyperparameter search (not available yet).")] = False,
+        n_trials: Annotated[int, typer.Option(help="Optuna trials with --optimize.")] = 50,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ) -> None:
+        from trade_agent.config import load_params_or_defaults
+        from trade_agent.registry import ModelRegistry
+        from trade_agent.registry.selection import choose_upstream
+
+        setup_logging()
+        params = load_params_or_defaults(params_file)
+        registry = ModelRegistry("models", grading=params.grading)
+        upstream = choose_upstream(registry, "cnn_lstm", None if cnn_lstm_model in (None, "new") else cnn_lstm_model)
+        extra: dict[str, Any] = {"params": params, "resume": resume, "cnn_lstm_model": upstream}
+        for key, value in (("timesteps", timesteps), ("n_envs", n_envs), ("tensorboard", tensorboard)):
+            if value is not None:
+                extra[key] = str(value) if key == "tensorboard" else value
+        if cnn_lstm_model == "new":
+            extra["cnn_lstm_model"] = "new"
+        config = TrainingConfig(
+            algo,
+            data,
+            str(output_dir or Path("models/runs") / algo),
+            epochs=params.cnn_lstm.epochs,
+            batch_size=params.cnn_lstm.batch_size,
+            learning_rate=params.cnn_lstm.learning_rate,
+            optimize_hyperparams=optimize,
+            n_trials=n_trials,
+            **extra,
+        )
+        _finish(UnifiedTrainingManager().train_model(config), as_json)
+
+    train_agent.__doc__ = (
+        f"Train a {algo.upper()} agent on DATA (stage 2) over a CNN-LSTM's features and embeddings, "
+        "keep the policy with the best validation Sharpe, print after-cost test metrics and register it."
+    )
+    train_app.command(algo)(train_agent)
+
+
+for _algo in ("ppo", "sac", "td3"):
+    _agent_command(_algo)
 
 
 train_app.command("list")(list_models)

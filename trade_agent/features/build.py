@@ -75,8 +75,14 @@ def check_enough_bars(market: pd.DataFrame, params: Params, source: str) -> None
         )
 
 
-def build_features(market: pd.DataFrame, params: Params, source: str = "market data") -> FeatureSet:
+def build_features(
+    market: pd.DataFrame, params: Params, source: str = "market data", pipeline: PreprocessingPipeline | None = None
+) -> FeatureSet:
     """Compute the feature set without writing anything (see module docstring).
+
+    ``pipeline``: an already fitted preprocessor (e.g. the one saved with a model) applied
+    as it is, for inference on new data with the model's own scaling; by default a new
+    pipeline is fitted on the training split.
 
     Raises:
         InsufficientDataError: too few bars for warm-up, splits and embargo.
@@ -92,18 +98,21 @@ def build_features(market: pd.DataFrame, params: Params, source: str = "market d
     fractions = (params.splits.train, params.splits.val, params.splits.test)
     bounds = compute_boundaries(timestamps, fractions, params.embargo_bars, params.features.sequence_length, source)
 
-    pipeline = PreprocessorManager().create_standard_pipeline(
-        "cnn_lstm",
-        scaling_method=params.preprocessing.scaling,
-        include_technical_indicators=params.features.technical_indicators,
-        include_sentiment=params.sentiment.enabled,
-        sequence_length=params.features.sequence_length,
-        features=params.features,
-        sentiment=params.sentiment,
-        max_gap=params.data.max_gap,
-        clip=params.preprocessing.clip,
-    )
-    features = pipeline.fit_transform(market, fit_until=bounds.train[1])
+    if pipeline is not None:
+        features = pipeline.transform(market)
+    else:
+        pipeline = PreprocessorManager().create_standard_pipeline(
+            "cnn_lstm",
+            scaling_method=params.preprocessing.scaling,
+            include_technical_indicators=params.features.technical_indicators,
+            include_sentiment=params.sentiment.enabled,
+            sequence_length=params.features.sequence_length,
+            features=params.features,
+            sentiment=params.sentiment,
+            max_gap=params.data.max_gap,
+            clip=params.preprocessing.clip,
+        )
+        features = pipeline.fit_transform(market, fit_until=bounds.train[1])
     names = pipeline.feature_names
     frame = features.merge(labels, on=[TIMESTAMP, SYMBOL], how="left", validate="one_to_one")
     frame[names] = frame[names].astype(np.float32)
@@ -164,18 +173,29 @@ def save_preprocessor(feature_set: FeatureSet, params: Params, root: Path, sourc
     return path.name
 
 
-def run_features_stage(params: Params, market_path: Path, out_dir: Path) -> FeatureSet:
+def run_features_stage(
+    params: Params, market_path: Path, out_dir: Path, fitted_preprocessor: Path | None = None
+) -> FeatureSet:
     """The ``features`` stage: read prepared bars, build, then write every output.
+
+    ``fitted_preprocessor``: a saved preprocessor directory (e.g. a model's) to apply, and
+    copy into the outputs as it is, instead of fitting a new one on the training split.
 
     Writes ``features.parquet``, ``schema.json``, ``metrics.json`` and ``preprocessor/``
     under ``out_dir`` only after everything was computed.
     """
     market = pd.read_parquet(market_path)
-    feature_set = build_features(market, params, source=str(market_path))
+    pipeline = None
+    if fitted_preprocessor is not None:
+        pipeline = PreprocessorManager(fitted_preprocessor.parent).load_pipeline(fitted_preprocessor.name)
+    feature_set = build_features(market, params, source=str(market_path), pipeline=pipeline)
     preprocessor_root = out_dir / "preprocessor"
     if preprocessor_root.exists():
         shutil.rmtree(preprocessor_root)
-    save_preprocessor(feature_set, params, preprocessor_root, str(market_path))
+    if fitted_preprocessor is not None:
+        shutil.copytree(fitted_preprocessor, preprocessor_root / fitted_preprocessor.name)
+    else:
+        save_preprocessor(feature_set, params, preprocessor_root, str(market_path))
     schema, metrics = describe(feature_set, params)
     provenance = market_path.parent / "provenance.json"
     synthetic = read_json(provenance).get("synthetic") if provenance.is_file() else None

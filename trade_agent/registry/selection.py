@@ -37,9 +37,16 @@ def choose_upstream(
 
     Raises:
         SelectionCancelled: the user quit. ModelNotFoundError: a bad pinned id.
+        InputError: the pinned model is of another type.
     """
     if pinned:
-        return registry.resolve_id(pinned)
+        model = registry.get_model(pinned)
+        if model.model_type != model_type:
+            raise InputError(
+                f"{model.model_id} is a {model.model_type} model, not {model_type}; pass a {model_type} id "
+                f"(`trade-agent train list --type {model_type}`) or 'new'"
+            )
+        return model.model_id
     models = registry.list_models(model_type)
     if len(models) < 2 or not (sys.stdin.isatty() if interactive is None else interactive):
         return NEW

@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trade_agent.config import DataConfig, Params, load_params_or_defaults, params_from_dict, to_plain
 from trade_agent.errors import ConfigError, InputError
 from trade_agent.models.store import PREPROCESSOR_DIR
 
+if TYPE_CHECKING:
+    from trade_agent.registry import ModelRegistry
+    from trade_agent.training.cnn_lstm import CnnLstmRun
+
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES = ("cnn_lstm",)
-PLANNED_MODEL_TYPES = ("ppo", "sac", "td3", "hybrid", "ensemble")
+AGENT_TYPES = ("ppo", "sac", "td3")
+SUPPORTED_MODEL_TYPES = ("cnn_lstm", *AGENT_TYPES)
+PLANNED_MODEL_TYPES = ("hybrid", "ensemble")
 # TrainingConfig extras that map to params.yaml keys (section, key).
 EXTRA_KEYS: dict[str, tuple[str, str]] = {
     "sequence_length": ("features", "sequence_length"),
@@ -58,7 +64,9 @@ EXTRA_KEYS: dict[str, tuple[str, str]] = {
 
 
 # TrainingConfig extras that steer the run rather than the model.
-RUN_OPTIONS = ("params_file", "params", "resume", "keep_checkpoints")
+RUN_OPTIONS = ("params_file", "params", "resume", "keep_checkpoints", "cnn_lstm_model", "tensorboard")
+# Extras of the RL agents, mapped into the agent's own ``rl.<algo>`` section.
+AGENT_KEYS = {"timesteps": "total_timesteps", "n_envs": "n_envs"}
 
 
 _TRAINING_LOCK = threading.Lock()
@@ -73,7 +81,7 @@ class TrainingConfig:
     """What to train, on which data, where to put it.
 
     Args:
-        model_type: ``cnn_lstm`` (stages 2-4 land with their issues).
+        model_type: ``cnn_lstm``, ``ppo``, ``sac`` or ``td3`` (stages 3-4 land with their issues).
         data_path: a CSV/Parquet file, a ``data pipeline -r`` dataset directory, ``sample``
             or ``synthetic``.
         output_dir: working directory; the model lands in ``<output_dir>/model``.
@@ -83,7 +91,10 @@ class TrainingConfig:
         base_model_path: a model directory whose weights initialise this run (fine-tuning).
         **extra: further params, e.g. ``sequence_length=20``, ``precision="bf16"``,
             ``params_file="params.yaml"`` (or ``params=Params(...)``), ``resume=False``;
-            unknown keys are an error.
+            for agents ``cnn_lstm_model=ID`` (default ``"new"``: train one on the same
+            data first), ``timesteps=N``, ``n_envs=N``, ``tensorboard=DIR``. The
+            ``epochs``/``batch_size``/``learning_rate`` fields are the CNN-LSTM's.
+            Unknown keys are an error.
     """
 
     model_type: str
@@ -184,8 +195,12 @@ def build_params(config: TrainingConfig) -> Params:
     for key, value in config.extra.items():
         if key in RUN_OPTIONS:
             continue
+        if key in AGENT_KEYS and config.model_type in AGENT_TYPES:
+            raw["rl"][config.model_type][AGENT_KEYS[key]] = value
+            continue
         if key not in EXTRA_KEYS:
-            raise ConfigError(f"TrainingConfig: unknown option '{key}'; valid extras: {', '.join(sorted(EXTRA_KEYS))}")
+            valid = sorted({*EXTRA_KEYS, *RUN_OPTIONS, *AGENT_KEYS} - {"params"})
+            raise ConfigError(f"TrainingConfig: unknown option '{key}'; valid extras: {', '.join(valid)}")
         section, name = EXTRA_KEYS[key]
         raw[section][name] = value
     return params_from_dict(raw)
@@ -248,7 +263,7 @@ class UnifiedTrainingManager:
         from trade_agent.data.ingest import prepare
         from trade_agent.features.build import check_enough_bars, run_features_stage
         from trade_agent.registry import ModelRegistry
-        from trade_agent.training.cnn_lstm import register_cnn_lstm, train_cnn_lstm
+        from trade_agent.training.cnn_lstm import register_cnn_lstm
 
         if config.model_type in PLANNED_MODEL_TYPES:
             raise FeatureNotAvailableError(
@@ -271,22 +286,13 @@ class UnifiedTrainingManager:
             params.base.seed,
             check=lambda bars, source: check_enough_bars(bars, params, source),
         )
+        registry = ModelRegistry(self.registry_root, grading=params.grading)
+        if config.model_type in AGENT_TYPES:
+            return self._train_agent(training_id, config, params, out, registry)
         run_features_stage(params, out / "data" / "prepared" / "market.parquet", out / "data" / "features")
         model_dir = out / "model"
-        run = train_cnn_lstm(
-            params,
-            out / "data" / "features",
-            model_dir,
-            metrics_path=out / "metrics.json",
-            live_dir=out / "dvclive",
-            checkpoint_root=self.checkpoint_root,
-            checkpoint_dir=Path(config.resume_from) if config.resume_from else None,
-            init_from=Path(config.base_model_path) if config.base_model_path else None,
-            resume=bool(config.extra.get("resume", True)),
-            keep_checkpoints=bool(config.extra.get("keep_checkpoints", False)),
-        )
+        run = self._train_cnn_lstm(config, params, out / "data" / "features", model_dir, out)
         preprocessors = sorted((model_dir / PREPROCESSOR_DIR).iterdir())
-        registry = ModelRegistry(self.registry_root, grading=params.grading)
         model_id = register_cnn_lstm(model_dir, params, registry, run.duration_s)
         return TrainingResult(
             training_id,
@@ -299,3 +305,99 @@ class UnifiedTrainingManager:
             checkpoints=[str(p) for p in run.checkpoints],
             model_id=model_id,
         )
+
+    def _train_cnn_lstm(
+        self, config: TrainingConfig, params: Params, features_dir: Path, model_dir: Path, run_dir: Path
+    ) -> CnnLstmRun:
+        from trade_agent.training.cnn_lstm import train_cnn_lstm
+
+        return train_cnn_lstm(
+            params,
+            features_dir,
+            model_dir,
+            metrics_path=run_dir / "metrics.json",
+            live_dir=run_dir / "dvclive",
+            checkpoint_root=self.checkpoint_root,
+            checkpoint_dir=Path(config.resume_from) if config.resume_from else None,
+            init_from=Path(config.base_model_path) if config.base_model_path else None,
+            resume=bool(config.extra.get("resume", True)),
+            keep_checkpoints=bool(config.extra.get("keep_checkpoints", False)),
+        )
+
+    def _train_agent(
+        self, training_id: str, config: TrainingConfig, params: Params, out: Path, registry: ModelRegistry
+    ) -> TrainingResult:
+        """Stage 2 on DATA: the chosen (or a new) CNN-LSTM's features and embeddings, then the agent."""
+        from trade_agent.agents.train import inputs_hash, load_panels, register_agent, train_agent
+        from trade_agent.features.build import run_features_stage
+        from trade_agent.registry.selection import NEW
+        from trade_agent.training.cnn_lstm import register_cnn_lstm
+        from trade_agent.training.embed import run_embed_stage
+
+        algo = config.model_type
+        market = out / "data" / "prepared" / "market.parquet"
+        features_dir = out / "data" / "features"
+        embeddings = out / "data" / "embeddings" / "embeddings.parquet"
+        upstream = str(config.extra.get("cnn_lstm_model") or NEW)
+        if upstream == NEW:
+            run_features_stage(params, market, features_dir)
+            cnn_lstm_dir = out / "cnn_lstm"
+            cnn_run = self._train_cnn_lstm(config, params, features_dir, cnn_lstm_dir, out / "cnn_lstm_run")
+            register_cnn_lstm(cnn_lstm_dir, params, registry, cnn_run.duration_s)
+        else:
+            cnn_lstm_dir, params = self._restore_cnn_lstm(upstream, params, out, registry)
+            # The chosen model's own fitted preprocessor scales this data (no refit).
+            preprocessor = sorted((cnn_lstm_dir / PREPROCESSOR_DIR).iterdir())[0]
+            run_features_stage(params, market, features_dir, fitted_preprocessor=preprocessor)
+        run_embed_stage(cnn_lstm_dir, features_dir, embeddings)
+        panels = load_panels(params, features_dir, embeddings, market)
+        run = train_agent(
+            algo,
+            params,
+            panels,
+            out / "model",
+            out / "metrics.json",
+            plots_path=out / "equity.tsv",
+            checkpoint_dir=self.checkpoint_root / algo / inputs_hash(algo, params, [market, embeddings]),
+            resume=bool(config.extra.get("resume", True)),
+            keep_checkpoints=bool(config.extra.get("keep_checkpoints", False)),
+            tensorboard=config.extra.get("tensorboard"),
+        )
+        model_id = register_agent(run, params, cnn_lstm_dir, registry)
+        return TrainingResult(
+            training_id,
+            algo,
+            "completed",
+            model_path=str(run.agent_dir),
+            metrics=run.metrics,
+            performance_grade=registry.get_model(model_id).performance_grade,
+            model_id=model_id,
+        )
+
+    @staticmethod
+    def _restore_cnn_lstm(model_id: str, params: Params, out: Path, registry: ModelRegistry) -> tuple[Path, Params]:
+        """Verified copy of a registered CNN-LSTM, and params whose window matches it."""
+        from trade_agent.models.store import load_cnn_lstm
+
+        entry = registry.get_model(model_id)
+        if entry.model_type != "cnn_lstm":
+            raise InputError(
+                f"--cnn-lstm-model {model_id}: is a {entry.model_type} model; pass a cnn_lstm id "
+                "(`trade-agent train list --type cnn_lstm`) or 'new'"
+            )
+        target = out / "upstream" / entry.model_id
+        if target.exists():
+            shutil.rmtree(target)
+        registry.restore(entry.model_id, target)
+        model, _ = load_cnn_lstm(target)
+        length = model.spec.sequence_length
+        if length != params.features.sequence_length:
+            log.info(
+                "features.sequence_length %d -> %d (the chosen CNN-LSTM's window)",
+                params.features.sequence_length,
+                length,
+            )
+            raw = {f.name: to_plain(getattr(params, f.name)) for f in dataclasses.fields(Params)}
+            raw["features"]["sequence_length"] = length
+            params = params_from_dict(raw)
+        return target, params
