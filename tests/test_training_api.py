@@ -205,6 +205,10 @@ def test_cli_trains_agents_on_a_new_or_a_registered_cnn_lstm(bars_file: Path, tm
     assert "registered sac_v1.0.0" in second.output
     (sac,) = registry.list_models("sac")
     assert sac.dependencies == [cnn_lstm.model_id] and len(registry.list_models("cnn_lstm")) == 1
+    assert sac.dataset_info == {
+        "cnn_lstm": cnn_lstm.model_id,
+        "preprocessor_id": cnn_lstm.dataset_info["preprocessor_id"],
+    }
     # The registered model's own preprocessor scaled the data (not a refit).
     schema = json.loads(Path("models/runs/sac/data/features/schema.json").read_text())
     assert (

@@ -187,7 +187,7 @@ def register_agent(run: AgentRun, params: Params, cnn_lstm_dir: Path, registry: 
         None,
         training_config,
         run.metrics,
-        {"cnn_lstm": cnn_lstm_id},
+        {"cnn_lstm": cnn_lstm_id, "preprocessor_id": read_json(cnn_lstm_dir / "config.json")["preprocessor_id"]},
         dependencies=[cnn_lstm_id],
         training_duration=round(run.duration_s, 3),
     )
