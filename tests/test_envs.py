@@ -143,3 +143,20 @@ def test_single_portfolio_matches_the_batched_simulator(n_assets: int, penalty: 
             assert info[key] == pytest.approx(float(details[key][0]), rel=1e-12)
         np.testing.assert_allclose(info["target"], details["target"][0], rtol=1e-12)
     assert single.t == 107
+
+
+def test_evaluation_episodes_run_to_the_end_with_training_observations() -> None:
+    p = panel(n_bars=120, seed=8)
+    config = SimulatorConfig(window=5, episode_length=20)
+    train, whole = PortfolioEnv(p, config), PortfolioEnv(p, config)
+    obs_train, _ = train.reset(options={"start": 4})
+    obs_whole, _ = whole.reset(options={"start": 4, "to_end": True})
+    action = np.array([0.5, -0.5])  # held positions make the time-in-position feature grow
+    for step in range(1, 21):
+        np.testing.assert_array_equal(obs_whole, obs_train)
+        obs_train, _, done_train, _, _ = train.step(action)
+        obs_whole, _, done_whole, _, _ = whole.step(action)
+        assert done_train == (step == 20) and not done_whole
+    for _ in range(39):
+        assert not whole.step(action)[2]
+    assert whole.sim.t == 63 and whole.sim.end == 119  # the last decision is bar 118

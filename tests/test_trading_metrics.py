@@ -29,3 +29,11 @@ def test_flat_and_degenerate_series() -> None:
     flat = trading_metrics(np.zeros(10))
     assert flat["sharpe"] == 0 and flat["max_drawdown"] == 0 and flat["win_rate"] == 0
     assert max_drawdown(np.array([1.0, 2.0, 1.0, 3.0])) == pytest.approx(0.5)
+
+
+def test_turnover_is_the_traded_notional_when_given() -> None:
+    r = np.array([0.01, 0.02, -0.01, 0.0])
+    drifting_targets = np.array([[0.5, 0.5], [0.52, 0.48], [0.49, 0.51], [0.5, 0.5]])
+    m = trading_metrics(r, positions=drifting_targets, traded=[1.0, 0.0, 0.0, 0.0])
+    assert m["turnover"] == pytest.approx(0.25)  # only the first fill traded; drift is not trading
+    assert trading_metrics(r, positions=drifting_targets)["turnover"] > 0.25

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,20 +19,31 @@ log = logging.getLogger(__name__)
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
-def run_episode(
-    predict: Predict, panel: MarketPanel, config: SimulatorConfig, discrete: bool = False
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """One pass over the whole panel: (period returns after costs, target weights, total reward)."""
-    whole = replace(config, episode_length=panel.n_bars)
-    env = PortfolioEnv(panel, whole, discrete=discrete)
-    obs, _ = env.reset()
-    returns, weights, total, done = [], [], 0.0, False
+class Episode(NamedTuple):
+    """One deterministic pass over a panel."""
+
+    returns: np.ndarray  # simple returns after costs, per decision
+    weights: np.ndarray  # (K, N) targets as executed
+    total_reward: float
+    turnover: np.ndarray  # traded notional per fill (what costs are charged on)
+
+
+def run_episode(predict: Predict, panel: MarketPanel, config: SimulatorConfig, discrete: bool = False) -> Episode:
+    """One pass over the whole panel.
+
+    The observations are those of training (``episode_length`` still scales the time in
+    position); only the episode's end moves to the panel's last bar.
+    """
+    env = PortfolioEnv(panel, config, discrete=discrete)
+    obs, _ = env.reset(options={"to_end": True})
+    returns, weights, turnover, total, done = [], [], [], 0.0, False
     while not done:
         obs, reward, done, _, info = env.step(predict(obs))
         returns.append(float(np.expm1(info["growth"])))
         weights.append(info["target"])
+        turnover.append(info["turnover"])
         total += reward
-    return np.array(returns), np.array(weights), total
+    return Episode(np.array(returns), np.array(weights), total, np.array(turnover))
 
 
 def evaluate(
@@ -43,8 +54,14 @@ def evaluate(
     periods_per_year: float = 252.0,
 ) -> dict[str, float]:
     """Trading metrics of a deterministic policy on ``panel`` (returns after costs)."""
-    returns, weights, total = run_episode(predict, panel, config, discrete)
-    return trading_metrics(returns, weights, periods_per_year, episode_rewards=np.array([total]))
+    episode = run_episode(predict, panel, config, discrete)
+    return trading_metrics(
+        episode.returns,
+        episode.weights,
+        periods_per_year,
+        episode_rewards=np.array([episode.total_reward]),
+        traded=episode.turnover,
+    )
 
 
 class ValSharpeCallback(BaseCallback):

@@ -45,10 +45,12 @@ class SinglePortfolio:
     def last_decision(self) -> int:
         return self.panel.n_bars - 2
 
-    def reset(self, start: int) -> None:
+    def reset(self, start: int, to_end: bool = False) -> None:
+        """Start flat at bar ``start``; the episode runs ``episode_length`` bars, or to the
+        panel's last decision with ``to_end`` (evaluation; observations are unchanged)."""
         n = self.n_assets
         self.t = self.start = start
-        self.end = min(start + self.config.episode_length, self.last_decision + 1)
+        self.end = self.last_decision + 1 if to_end else min(start + self.config.episode_length, self.last_decision + 1)
         self.weights, self.entry, self.held = [0.0] * n, [1.0] * n, [0.0] * n
         self.value = self.peak = 1.0
 

@@ -66,8 +66,9 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        start = int(options["start"]) if options and "start" in options else self._start()
-        self.sim.reset(start)
+        options = options or {}
+        start = int(options["start"]) if "start" in options else self._start()
+        self.sim.reset(start, to_end=bool(options.get("to_end", False)))
         return self.sim.observe(), {"t": start}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

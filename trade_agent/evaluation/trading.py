@@ -25,6 +25,7 @@ def trading_metrics(
     positions: FloatArray | None = None,
     periods_per_year: float = 252.0,
     episode_rewards: FloatArray | None = None,
+    traded: FloatArray | None = None,
 ) -> dict[str, float]:
     """Total return, CAGR, volatility, Sharpe, Sortino, max drawdown, Calmar, turnover,
     win rate, exposure and mean episode reward.
@@ -36,6 +37,9 @@ def trading_metrics(
             share of periods with any position.
         periods_per_year: bars per year for annualisation.
         episode_rewards: total reward of each evaluation episode.
+        traded: notional traded at each fill (sum of |target - drifted holdings|), the
+            turnover costs are charged on; without it turnover is the mean change of the
+            target weights, which counts price drift as trading.
 
     Sharpe and Sortino use a zero risk-free rate; a flat series has Sharpe 0. Win rate is
     the share of periods with a positive return among periods with a non-zero return.
@@ -67,6 +71,8 @@ def trading_metrics(
         w = np.asarray(positions, dtype=np.float64)
         w = w.reshape(len(w), -1)
         changes = np.abs(np.diff(np.vstack([np.zeros((1, w.shape[1])), w]), axis=0)).sum(axis=1)
+        if traded is not None:
+            changes = np.asarray(traded, dtype=np.float64)
         metrics["turnover"] = float(changes.mean()) if len(changes) else 0.0
         metrics["exposure"] = float(np.mean(np.abs(w).sum(axis=1) > 0)) if len(w) else 0.0
     if episode_rewards is not None and len(episode_rewards):
