@@ -23,7 +23,7 @@ run: install  ## run the default pipeline on the embedded real dataset
 	dvc repro
 	trade-agent models export
 	trade-agent train list
-	dvc metrics show
+	cat reports/evaluation.md
 
 test: install  ## run the test suite
 	pytest -n 2

@@ -99,6 +99,8 @@ def tiny_params_dict(**overrides: dict) -> dict:
     raw["rl"]["ppo"].update(net_arch=[16], total_timesteps=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1)
     for algo in ("sac", "td3"):
         raw["rl"][algo].update(net_arch=[16], total_timesteps=200, learning_starts=50, batch_size=32)
+    raw["hybrid"].update(total_timesteps=128, freeze_encoder_steps=32)
+    raw["evaluate"].update(bootstrap_samples=200)
     for section, values in overrides.items():
         raw[section].update(values)
     return raw
@@ -176,3 +178,28 @@ def tiny_features_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prepare(params.data, root / "prepared", params.base.seed)
     run_features_stage(params, root / "prepared" / "market.parquet", root / "features")
     return root / "features"
+
+
+@pytest.fixture(scope="session")
+def tiny_stage2(tiny_features_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny CNN-LSTM, its embeddings and a tiny PPO and SAC on them (built once per session).
+
+    Keys: ``features``, ``market``, ``cnn_lstm``, ``embeddings``, ``ppo``, ``sac``.
+    """
+    from trade_agent.agents.train import load_panels, train_agent
+    from trade_agent.config import params_from_dict
+    from trade_agent.training.cnn_lstm import train_cnn_lstm
+    from trade_agent.training.embed import run_embed_stage
+
+    root = tmp_path_factory.mktemp("tiny-stage2")
+    params = params_from_dict(tiny_params_dict())
+    market = tiny_features_dir.parent / "prepared" / "market.parquet"
+    train_cnn_lstm(params, tiny_features_dir, root / "cnn_lstm", checkpoint_root=None)
+    run_embed_stage(root / "cnn_lstm", tiny_features_dir, root / "embeddings.parquet")
+    panels = load_panels(params, tiny_features_dir, root / "embeddings.parquet", market)
+    paths = {"features": tiny_features_dir, "market": market, "cnn_lstm": root / "cnn_lstm"}
+    paths["embeddings"] = root / "embeddings.parquet"
+    for algo in ("ppo", "sac"):
+        train_agent(algo, params, panels, root / algo)
+        paths[algo] = root / algo
+    return paths

@@ -17,6 +17,20 @@ from trade_agent.io import sha256_file
 
 pytestmark = pytest.mark.slow
 
+CLI = [sys.executable, "-m", "trade_agent.cli"]
+STAGES = (
+    "prepare",
+    "features",
+    "cnn_lstm",
+    "embed",
+    "rl@ppo",
+    "rl@sac",
+    "rl@td3",
+    "hybrid@ppo",
+    "ensemble",
+    "evaluate",
+)
+
 
 def _repro(repo: Path) -> str:
     result = run(["dvc", "repro"], repo)
@@ -41,8 +55,14 @@ def _set(repo: Path, section: str, key: str, value: object) -> None:
 
 def test_repro_is_incremental_and_uses_the_run_cache(dvc_repo: Path) -> None:
     first = _repro(dvc_repo)
-    for stage in ("prepare", "features", "cnn_lstm", "embed", "rl@ppo", "rl@sac", "rl@td3"):
+    for stage in STAGES:
         assert f"Running stage '{stage}'" in first
+    assert (dvc_repo / "reports" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    evaluation = json.loads((dvc_repo / "metrics" / "evaluate.json").read_text())
+    assert {"cnn_lstm", "ppo", "sac", "td3", "hybrid_ppo", "ensemble", "buy_and_hold", "equal_weight"} <= set(
+        evaluation
+    )
+    assert {"sharpe_ci_low", "sharpe_at_25bps", "max_drawdown"} <= set(evaluation["ensemble"])
     features = dvc_repo / "data" / "features" / "features.parquet"
     original = sha256_file(features)
     metrics = json.loads((dvc_repo / "data" / "features" / "metrics.json").read_text())
@@ -81,7 +101,7 @@ def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None
     _set(dvc_repo, "cnn_lstm", "learning_rate", 0.003)
     changed = _repro(dvc_repo)
     ran = sorted(line.split("'")[1] for line in changed.splitlines() if line.startswith("Running stage"))
-    assert ran == ["cnn_lstm", "embed", "rl@ppo", "rl@sac", "rl@td3"]
+    assert ran == ["cnn_lstm", "embed", "ensemble", "evaluate", "hybrid@ppo", "rl@ppo", "rl@sac", "rl@td3"]
     assert sha256_file(model) != before
     embeddings = pd.read_parquet(dvc_repo / "data" / "embeddings" / "embeddings.parquet")
     assert {"emb_0", "prob_up", "pred_return", "split"} <= set(embeddings.columns)
@@ -89,10 +109,16 @@ def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None
     assert 0 <= metrics["test/accuracy"] <= 1
     plots = run(["dvc", "plots", "show", "--json"], dvc_repo)
     assert plots.returncode == 0 and "val/loss" in plots.stdout
+    for curve in (
+        "plots/evaluate/equity/ensemble.tsv",
+        "plots/evaluate/drawdown/buy_and_hold.tsv",
+        "plots/ppo/equity.tsv",
+    ):
+        assert curve in plots.stdout
     # One algorithm's params re-run that algorithm only.
     _set_nested(dvc_repo, ("rl", "sac", "learning_rate"), 0.001)
     ran = sorted(line.split("'")[1] for line in _repro(dvc_repo).splitlines() if line.startswith("Running stage"))
-    assert ran == ["rl@sac"]
+    assert ran == ["ensemble", "evaluate", "rl@sac"]  # not the other agents, not the PPO hybrid
     agents = json.loads(run([*CLI, "train", "list", "--model-type", "sac", "--json"], dvc_repo).stdout)
     # v1.1.0 came from the new upstream CNN-LSTM above (MINOR), v1.2.0 from SAC's own params.
     assert [a["version"] for a in agents] == ["1.2.0", "1.1.0", "1.0.0"]
@@ -112,9 +138,6 @@ def test_failed_validation_leaves_no_outputs(dvc_repo: Path) -> None:
     assert "error: data/raw/bars.csv: column 'close', line 2: non-numeric value 'x'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (dvc_repo / "data" / "prepared" / "market.parquet").exists()
-
-
-CLI = [sys.executable, "-m", "trade_agent.cli"]
 
 
 def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -> None:

@@ -18,25 +18,37 @@ def net_arch(config: RLConfig, algo: str) -> list[int]:
     return list(getattr(config, algo).net_arch)
 
 
-def build_agent(algo: str, env: VecEnv, config: RLConfig, seed: int, tensorboard: str | None = None) -> BaseAlgorithm:
+def build_agent(
+    algo: str,
+    env: VecEnv,
+    config: RLConfig,
+    seed: int,
+    tensorboard: str | None = None,
+    policy_kwargs: dict[str, Any] | None = None,
+    learning_rate: float | None = None,
+) -> BaseAlgorithm:
     """A fresh PPO/SAC/TD3 on ``env`` with the algorithm's params (CPU, seeded).
+
+    ``policy_kwargs`` are added to the policy's (e.g. a features extractor for hybrids);
+    ``learning_rate`` overrides the algorithm's.
 
     Raises:
         ConfigError: unknown algorithm, or a discrete action space for SAC/TD3.
     """
     common: dict[str, Any] = {"seed": seed, "device": "cpu", "verbose": 0, "tensorboard_log": tensorboard}
+    extra = dict(policy_kwargs or {})
     if algo == "ppo":
         c = config.ppo
         return PPO(
             "MlpPolicy",
             env,
-            learning_rate=c.learning_rate,
+            learning_rate=learning_rate or c.learning_rate,
             n_steps=c.n_steps,
             batch_size=c.batch_size,
             n_epochs=c.n_epochs,
             gamma=c.gamma,
             ent_coef=c.ent_coef,
-            policy_kwargs={"net_arch": list(c.net_arch)},
+            policy_kwargs={"net_arch": list(c.net_arch), **extra},
             **common,
         )
     if config.common.discrete:
@@ -44,14 +56,14 @@ def build_agent(algo: str, env: VecEnv, config: RLConfig, seed: int, tensorboard
     if algo in ("sac", "td3"):
         c = getattr(config, algo)
         off_policy: dict[str, Any] = {
-            "learning_rate": c.learning_rate,
+            "learning_rate": learning_rate or c.learning_rate,
             "buffer_size": c.buffer_size,
             "learning_starts": c.learning_starts,
             "batch_size": c.batch_size,
             "train_freq": c.train_freq,
             "gradient_steps": c.gradient_steps,
             "gamma": c.gamma,
-            "policy_kwargs": {"net_arch": list(c.net_arch)},
+            "policy_kwargs": {"net_arch": list(c.net_arch), **extra},
         }
         if algo == "sac":
             return SAC("MlpPolicy", env, **off_policy, **common)

@@ -53,8 +53,13 @@ def save_policy(
     net_arch: list[int],
     directory: Path,
     state_dict: dict[str, torch.Tensor] | None = None,
+    features_extractor: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``policy.pt`` and ``policy.json`` (``state_dict`` defaults to the current policy)."""
+    """Write ``policy.pt`` and ``policy.json`` (``state_dict`` defaults to the current policy).
+
+    ``features_extractor``: ``{"name": ..., "kwargs": {...}}`` of a registered extractor
+    (see :data:`trade_agent.models.hybrid.EXTRACTORS`), for hybrids.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     state = state_dict if state_dict is not None else model.policy.state_dict()
     torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, directory / POLICY_FILE)
@@ -65,6 +70,7 @@ def save_policy(
             "net_arch": list(net_arch),
             "observation_space": _space_to_json(model.observation_space),
             "action_space": _space_to_json(model.action_space),
+            **({"features_extractor": features_extractor} if features_extractor else {}),
         },
     )
 
@@ -77,13 +83,26 @@ def load_policy(directory: Path) -> tuple[BasePolicy, dict[str, Any]]:
     """
     if not (directory / POLICY_FILE).is_file() or not (directory / POLICY_SPEC).is_file():
         raise DataSourceError(f"{directory}: no {POLICY_FILE} + {POLICY_SPEC}; not an agent directory")
+    from trade_agent.models.hybrid import EXTRACTORS
+
     spec = read_json(directory / POLICY_SPEC)
     policy_class = POLICY_CLASSES[spec["algo"]]
+    extra: dict[str, Any] = {}
+    if "features_extractor" in spec:
+        extractor = spec["features_extractor"]
+        if extractor["name"] not in EXTRACTORS:
+            raise DataSourceError(f"{directory / POLICY_SPEC}: unknown features extractor '{extractor['name']}'")
+        extra = {
+            "features_extractor_class": EXTRACTORS[extractor["name"]],
+            "features_extractor_kwargs": extractor["kwargs"],
+        }
+        extra |= {"share_features_extractor": extractor.get("shared", True)} if spec["algo"] != "ppo" else {}
     policy = policy_class(
         _space_from_json(spec["observation_space"]),
         _space_from_json(spec["action_space"]),
         lambda _: 0.0,  # no optimisation happens on a loaded policy
         net_arch=spec["net_arch"],
+        **extra,
     )
     policy.load_state_dict(torch.load(directory / POLICY_FILE, map_location="cpu", weights_only=True))
     return policy.eval(), spec

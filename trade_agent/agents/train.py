@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
 
 from trade_agent.agents.checkpoint import CheckpointCallback, clear_checkpoint, has_checkpoint, load_checkpoint
 from trade_agent.agents.evaluation import ValSharpeCallback, evaluate, run_episode
@@ -32,6 +36,7 @@ from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, 
 from trade_agent.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+Builder = Callable[[VecEnv], tuple[BaseAlgorithm, list[BaseCallback]]]
 
 
 @dataclass
@@ -98,6 +103,10 @@ def train_agent(
     resume: bool = True,
     keep_checkpoints: bool = False,
     tensorboard: str | None = None,
+    sim: SimulatorConfig | None = None,
+    build: Builder | None = None,
+    total_timesteps: int | None = None,
+    features_extractor: dict[str, Any] | None = None,
 ) -> AgentRun:
     """Train ``algo`` on ``panels['train']``, select by validation Sharpe, evaluate on test.
 
@@ -107,15 +116,25 @@ def train_agent(
             checkpoint there is resumed unless ``resume`` is false, and the directory is
             removed after success unless ``keep_checkpoints``.
         tensorboard: directory for SB3's TensorBoard logs.
+        sim: execution settings (default: from ``rl.common``).
+        build: makes the model (and extra callbacks) on the training env, e.g. a hybrid;
+            default: a fresh agent from the ``rl.<algo>`` params.
+        total_timesteps: default ``rl.<algo>.total_timesteps``.
+        features_extractor: recorded in ``policy.json`` (hybrids).
     """
     started = time.perf_counter()
-    config, sim = params.rl, simulator_config(params)
+    config, sim = params.rl, sim or simulator_config(params)
     algo_config = getattr(config, algo)
     discrete = config.common.discrete
     env = VecPortfolioEnv(panels["train"], sim, n_envs=algo_config.n_envs, discrete=discrete, seed=params.base.seed)
-    model = build_agent(algo, env, config, seed=params.base.seed, tensorboard=tensorboard)
+    callbacks: list[BaseCallback] = []
+    if build is None:
+        model = build_agent(algo, env, config, seed=params.base.seed, tensorboard=tensorboard)
+    else:
+        model, extra = build(env)
+        callbacks.extend(extra)
     selector = ValSharpeCallback(panels["val"], sim, config.common.eval_freq, discrete)
-    callbacks: list[BaseCallback] = [selector]
+    callbacks.insert(0, selector)
     resumed_from = 0
     if checkpoint_dir is not None:
         if not resume:
@@ -124,7 +143,7 @@ def train_agent(
             resumed_from = load_checkpoint(model, selector, checkpoint_dir)
             log.info("%s: resuming from %s at step %d", algo, checkpoint_dir, resumed_from)
         callbacks.append(CheckpointCallback(checkpoint_dir, config.common.checkpoint_freq, selector))
-    remaining = max(algo_config.total_timesteps - resumed_from, 0)
+    remaining = max((total_timesteps or algo_config.total_timesteps) - resumed_from, 0)
     model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=resumed_from == 0, tb_log_name=algo)
     if selector.best_state is not None:
         model.policy.load_state_dict(selector.best_state)
@@ -135,14 +154,15 @@ def train_agent(
     # The selected policy on val (its Sharpe is the selection score) and, once, on test.
     val = evaluate(predict, panels["val"], sim, discrete)
     test = evaluate(predict, panels["test"], sim, discrete)
-    returns, _, total_reward = run_episode(predict, panels["test"], sim, discrete)
+    episode = run_episode(predict, panels["test"], sim, discrete)
+    returns, total_reward = episode.returns, episode.total_reward
     metrics = (
         {f"val/{k}": v for k, v in val.items()}
         | {f"test/{k}": v for k, v in test.items()}
         | {"test/total_reward": float(total_reward)}
     )
     agent_dir.mkdir(parents=True, exist_ok=True)
-    save_policy(model, algo, net_arch(config, algo), agent_dir)
+    save_policy(model, algo, net_arch(config, algo), agent_dir, features_extractor=features_extractor)
     partial = agent_dir / ".model.partial.zip"  # SB3 insists on a .zip suffix
     model.save(partial)
     partial.replace(agent_dir / "model.zip")

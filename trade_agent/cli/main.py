@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from trade_agent import __version__
+from trade_agent.cli.backtest import backtest
 from trade_agent.cli.data import data_app
 from trade_agent.cli.errors import exit_with, is_cli_control_flow
 from trade_agent.cli.models import models_app, release
@@ -38,6 +39,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
 app.command("release")(release)
+app.command("backtest")(backtest)
 
 
 def _version(value: bool) -> None:

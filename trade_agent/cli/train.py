@@ -7,13 +7,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from trade_agent.cli.backtest import benchmark
 from trade_agent.cli.models import info, list_models
 from trade_agent.cli.tables import make_console
+from trade_agent.cli.train_composite import ensemble, hybrid
 from trade_agent.errors import TradeAgentError
 from trade_agent.log import setup_logging
 from trade_agent.training.unified_manager import TrainingConfig, TrainingResult, UnifiedTrainingManager
 
-train_app = typer.Typer(no_args_is_help=True, help="Train models: the stage-1 CNN-LSTM and the stage-2 RL agents.")
+train_app = typer.Typer(
+    no_args_is_help=True,
+    help="Train models: CNN-LSTM (stage 1), RL agents (2), hybrids (3), ensembles (4); list, info, benchmark.",
+)
 console = make_console()
 
 
@@ -165,5 +170,8 @@ for _algo in ("ppo", "sac", "td3"):
     _agent_command(_algo)
 
 
+train_app.command("hybrid")(hybrid)
+train_app.command("ensemble")(ensemble)
+train_app.command("benchmark")(benchmark)
 train_app.command("list")(list_models)
 train_app.command("info")(info)

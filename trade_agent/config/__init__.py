@@ -1,6 +1,8 @@
 """Typed, frozen views of ``params.yaml`` (one module per group of stages)."""
 
 from trade_agent.config.data import BaseConfig, DataConfig
+from trade_agent.config.ensemble import EnsembleConfig
+from trade_agent.config.evaluation import EvaluateConfig
 from trade_agent.config.features import (
     FeaturesConfig,
     LabelsConfig,
@@ -8,6 +10,7 @@ from trade_agent.config.features import (
     SentimentConfig,
     SplitsConfig,
 )
+from trade_agent.config.hybrid import HybridConfig
 from trade_agent.config.loader import from_mapping, to_dict, to_plain
 from trade_agent.config.models import CnnLstmConfig
 from trade_agent.config.params import (
@@ -24,7 +27,10 @@ __all__ = [
     "BaseConfig",
     "CnnLstmConfig",
     "DataConfig",
+    "EnsembleConfig",
+    "EvaluateConfig",
     "FeaturesConfig",
+    "HybridConfig",
     "LabelsConfig",
     "PPOConfig",
     "Params",

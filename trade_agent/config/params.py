@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 from trade_agent.config.data import BaseConfig, DataConfig
+from trade_agent.config.ensemble import EnsembleConfig
+from trade_agent.config.evaluation import EvaluateConfig
 from trade_agent.config.features import (
     FeaturesConfig,
     LabelsConfig,
@@ -21,6 +23,7 @@ from trade_agent.config.features import (
     SentimentConfig,
     SplitsConfig,
 )
+from trade_agent.config.hybrid import HybridConfig
 from trade_agent.config.loader import _coerce
 from trade_agent.config.models import CnnLstmConfig
 from trade_agent.config.registry import TypeGrading, default_grading
@@ -43,6 +46,9 @@ class Params:
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cnn_lstm: CnnLstmConfig = field(default_factory=CnnLstmConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     grading: dict[str, TypeGrading] = field(default_factory=default_grading)
 
     def validate(self) -> Params:

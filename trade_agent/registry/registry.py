@@ -237,10 +237,7 @@ class ModelRegistry:
         """
         table = self._table(model_type)
         files = self._collect(Path(model_path), Path(preprocessor_path) if preprocessor_path else None)
-        payload = {
-            rel: info.get("content_sha256", info["sha256"]) for rel, info in files.items() if rel not in RUN_SPECIFIC
-        }
-        checksum = sha256_text(canonical_json({"model_type": model_type, "files": payload}))
+        checksum = self._checksum(model_type, files)
         interface = training_config.get("interface", {})
         hyper = {k: v for k, v in training_config.items() if k not in NOT_HYPERPARAMETERS}
         deps_in = dependencies or []
@@ -320,6 +317,22 @@ class ModelRegistry:
                 "(add one under 'grading:' in params.yaml)"
             )
         return self.grading[model_type]
+
+    @staticmethod
+    def _checksum(model_type: str, files: dict[str, dict[str, Any]]) -> str:
+        """Content identity: every file's bytes except the run-specific ones."""
+        payload = {
+            rel: info.get("content_sha256", info["sha256"]) for rel, info in files.items() if rel not in RUN_SPECIFIC
+        }
+        return sha256_text(canonical_json({"model_type": model_type, "files": payload}))
+
+    def id_of(self, model_type: str, model_path: str | Path) -> str | None:
+        """The id of the registered model whose content equals ``model_path``, if any."""
+        checksum = self._checksum(model_type, self._collect(Path(model_path), None))
+        for entry in self._entries():
+            if entry["checksum"] == checksum and entry["model_type"] == model_type:
+                return str(entry["model_id"])
+        return None
 
     @staticmethod
     def _collect(model_path: Path, preprocessor_path: Path | None) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,72 @@
+"""Stage 3: the hybrid reproduces its stage-2 agent before fine-tuning, then fine-tunes and registers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tests.conftest import tiny_params_dict
+from trade_agent.agents import load_policy
+from trade_agent.agents.evaluation import run_episode
+from trade_agent.agents.hybrid import HybridBuilder, hybrid_panels, register_hybrid, train_hybrid
+from trade_agent.agents.train import load_panels, simulator_config
+from trade_agent.config import Params, params_from_dict
+from trade_agent.envs import VecPortfolioEnv
+from trade_agent.models.hybrid import extractors
+from trade_agent.registry import ModelRegistry
+
+
+def test_hybrid_takes_the_stage2_actions_before_fine_tuning(tiny_stage2: dict[str, Path]) -> None:
+    params = params_from_dict(tiny_params_dict())
+    for algo in ("ppo", "sac"):
+        check_hybrid_matches_agent(algo, params, tiny_stage2)
+
+
+def check_hybrid_matches_agent(algo: str, params: Params, tiny_stage2: dict[str, Path]) -> None:
+    """Same actions as the stage-2 agent over the whole test split (positions feed back)."""
+    builder = HybridBuilder(algo, params, tiny_stage2["cnn_lstm"], tiny_stage2[algo])
+    panels = hybrid_panels(tiny_stage2["features"], tiny_stage2["market"], builder.sequence_length)
+    model, _ = builder(VecPortfolioEnv(panels["train"], builder.sim(), n_envs=1))
+    assert not builder.skipped and builder.copied
+    model.policy.set_training_mode(False)
+
+    agent, _ = load_policy(tiny_stage2[algo])
+    stage2 = load_panels(params, tiny_stage2["features"], tiny_stage2["embeddings"], tiny_stage2["market"])
+    expected = run_episode(
+        lambda obs: agent.predict(obs, deterministic=True)[0], stage2["test"], simulator_config(params)
+    ).weights
+    actual = run_episode(lambda obs: model.predict(obs, deterministic=True)[0], panels["test"], builder.sim()).weights
+    assert len(actual) == len(expected) > 10
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_hybrid_fine_tunes_the_encoder_and_registers_with_lineage(tiny_stage2: dict[str, Path], tmp_path: Path) -> None:
+    raw = tiny_params_dict()
+    raw["hybrid"] = {"total_timesteps": 256, "freeze_encoder_steps": 64, "encoder_learning_rate": 1e-3}
+    params = params_from_dict(raw)
+    run = train_hybrid(
+        "ppo",
+        params,
+        tiny_stage2["features"],
+        tiny_stage2["market"],
+        tiny_stage2["cnn_lstm"],
+        tiny_stage2["ppo"],
+        tmp_path / "hybrid",
+    )
+    policy, spec = load_policy(tmp_path / "hybrid")  # pickle-free, with the extractor rebuilt by name
+    assert spec["features_extractor"]["name"] == "cnn_lstm"
+    (encoder,) = extractors(policy)
+    stage1 = torch.load(tiny_stage2["cnn_lstm"] / "model.pt", weights_only=True)
+    changed = [k for k, v in encoder.encoder.state_dict().items() if not torch.equal(v, stage1[k])]
+    assert changed, "the encoder was fine-tuned"
+    assert (tmp_path / "hybrid" / "preprocessor").is_dir()
+
+    registry = ModelRegistry(tmp_path / "models", export=False)
+    hybrid_id = register_hybrid(run, params, tiny_stage2["cnn_lstm"], tiny_stage2["ppo"], registry)
+    entry = registry.get_model(hybrid_id)
+    (cnn_lstm,) = registry.list_models("cnn_lstm")
+    (ppo,) = registry.list_models("ppo")
+    assert hybrid_id.startswith("hybrid_v1.0.0") and entry.dependencies == [cnn_lstm.model_id, ppo.model_id]
+    assert np.isfinite(run.metrics["test/sharpe"])

@@ -1,0 +1,106 @@
+"""Target weights of any model over one split: what the backtester consumes.
+
+Every model decides after the close of each bar of the split except the last (whose fill
+would fall outside it), so all models' weights share the same ``K`` decision bars and can
+be compared, combined and backtested on the same prices:
+
+* a CNN-LSTM holds ``+/- max_leverage / N`` of an asset when its predicted probability of
+  "up" / "down" exceeds the threshold (flat otherwise), from its class probabilities;
+* a stage-2 agent or a hybrid runs its pickle-free policy through the environment over the
+  split (its observations include its own positions, as in training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trade_agent.agents.evaluation import run_episode
+from trade_agent.agents.policy_io import load_policy
+from trade_agent.config.rl import RLCommonConfig
+from trade_agent.envs.panel import build_panel
+from trade_agent.envs.simulator import MarketPanel, PortfolioSimulator, SimulatorConfig
+from trade_agent.errors import DataSourceError
+from trade_agent.io import read_json
+from trade_agent.type_aliases import FloatArray
+
+PROBABILITY_SLICE = slice(-4, -1)  # prob_down, prob_flat, prob_up in the embed columns' order
+
+
+@dataclass
+class SplitData:
+    """One split of the stage outputs: scaled features, optional embeddings, prices."""
+
+    features: pd.DataFrame
+    feature_names: list[str]
+    embeddings: pd.DataFrame | None
+    market: pd.DataFrame
+    split: str
+
+    @classmethod
+    def load(cls, features_dir: Path, embeddings_path: Path | None, market_path: Path, split: str) -> SplitData:
+        for path in (features_dir / "features.parquet", features_dir / "schema.json", market_path):
+            if not path.is_file():
+                raise DataSourceError(f"{path} not found; run `dvc repro` (or `trade-agent data pipeline -r`) first")
+        return cls(
+            pd.read_parquet(features_dir / "features.parquet"),
+            read_json(features_dir / "schema.json")["feature_names"],
+            pd.read_parquet(embeddings_path) if embeddings_path is not None else None,
+            pd.read_parquet(market_path),
+            split,
+        )
+
+    def panel(self, window: int, with_embeddings: bool) -> MarketPanel:
+        embeddings = self.embeddings if with_embeddings else None
+        if with_embeddings and embeddings is None:
+            raise DataSourceError("this model needs the CNN-LSTM embeddings of the data; none were given")
+        return build_panel(self.features, self.feature_names, embeddings, self.market, self.split, window)[0]
+
+    def prices(self) -> tuple[FloatArray, FloatArray, pd.DatetimeIndex, list[str]]:
+        """``(open, close)`` of the split's bars ``(S, N)``, their timestamps and symbols."""
+        panel, times, symbols = build_panel(self.features, self.feature_names, None, self.market, self.split, 1)
+        return panel.open, panel.close, times, symbols
+
+
+def simulator(common: RLCommonConfig, window: int | None = None) -> SimulatorConfig:
+    return SimulatorConfig(
+        window=window or common.window,
+        max_leverage=common.max_leverage,
+        cost_bps=common.cost_bps,
+        slippage_bps=common.slippage_bps,
+        drawdown_penalty=common.drawdown_penalty,
+        episode_length=common.episode_length,
+    )
+
+
+def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> FloatArray:
+    """Targets of a stage-2 agent (``policy.json`` without extractor) or a hybrid over the split."""
+    policy, spec = load_policy(model_dir)
+    hybrid = "features_extractor" in spec
+    window = spec["features_extractor"]["kwargs"]["spec"]["sequence_length"] if hybrid else common.window
+    panel = data.panel(window, with_embeddings=not hybrid)
+    expected = int(np.prod(spec["observation_space"]["shape"]))
+    config = simulator(common, window)
+    size = PortfolioSimulator(panel, config, 1).observation_size
+    if size != expected:
+        raise DataSourceError(
+            f"{model_dir}: the policy observes {expected} values but this data gives {size} "
+            "(other features, assets or window); evaluate it on data shaped like its training data"
+        )
+    episode = run_episode(
+        lambda obs: policy.predict(obs, deterministic=True)[0], panel, config, spec.get("discrete", False)
+    )
+    return np.asarray(episode.weights, dtype=np.float64)
+
+
+def cnn_lstm_weights(data: SplitData, threshold: float, max_leverage: float) -> FloatArray:
+    """Long/short/flat per asset from the CNN-LSTM's class probabilities at each decision bar."""
+    panel = data.panel(1, with_embeddings=True)
+    probabilities = panel.context[:-1, :, PROBABILITY_SLICE]  # (K, N, 3): decisions exclude the last bar
+    direction = np.where(probabilities[..., 2] > threshold, 1.0, 0.0) - np.where(
+        probabilities[..., 0] > threshold, 1.0, 0.0
+    )
+    return direction * max_leverage / panel.n_assets

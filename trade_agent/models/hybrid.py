@@ -1,0 +1,172 @@
+"""Stage 3: the CNN-LSTM encoder inside an SB3 policy, fine-tuned end to end.
+
+Stage 2 observes ``[feature window (W bars) | embedding, class probabilities and
+predicted return per asset | portfolio state]`` with the embedding precomputed by the
+``embed`` stage. The hybrid observes the raw scaled feature window of the encoder's own
+length ``L >= W`` plus the portfolio state, and its features extractor rebuilds exactly
+the stage-2 observation with the embedding computed live. So:
+
+* the policy/value heads of the stage-2 agent fit unchanged (copied where names and
+  shapes match) and, with the stage-1 weights in the encoder, the hybrid takes the stage-2
+  agent's actions before any fine-tuning (a test checks this);
+* fine-tuning then trains encoder and heads jointly with the agent's algorithm, the encoder
+  at its own learning rate and optionally frozen for the first K steps.
+
+The registered form is pickle-free like the agents': ``policy.pt`` + ``policy.json``
+(whose ``features_extractor`` entry names the extractor and its kwargs) + ``hybrid.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from trade_agent.models.cnn_lstm import CNNLSTM, CNNLSTMSpec
+
+log = logging.getLogger(__name__)
+
+EXTRACTOR_NAME = "cnn_lstm"
+CONTEXT_EXTRA = 4  # prob_down, prob_flat, prob_up, pred_return (the embed stage's columns)
+
+
+class CNNLSTMExtractor(BaseFeaturesExtractor):
+    """Raw window ``(L, N, F)`` + portfolio state -> the stage-2 observation vector.
+
+    Args:
+        spec: the CNN-LSTM's ``CNNLSTMSpec`` as a dict (``config.json["spec"]``).
+        n_assets / window: N and the stage-2 window W (the last W of the L bars).
+        return_scale: the CNN-LSTM's return-head scale (``config.json``).
+    """
+
+    def __init__(
+        self, observation_space: gym.Space[Any], spec: dict[str, Any], n_assets: int, window: int, return_scale: float
+    ) -> None:
+        model_spec = CNNLSTMSpec(**spec)
+        length, n_features = model_spec.sequence_length, model_spec.n_features
+        if window > length:
+            raise ValueError(f"stage-2 window {window} exceeds the encoder's sequence length {length}")
+        hidden = model_spec.lstm_hidden
+        out = window * n_assets * n_features + n_assets * (hidden + CONTEXT_EXTRA) + 3 * n_assets
+        super().__init__(observation_space, features_dim=out)
+        self.encoder = CNNLSTM(model_spec)
+        self.n_assets, self.window, self.length, self.n_features = n_assets, window, length, n_features
+        self.return_scale = return_scale
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        b, n, length, f = observations.shape[0], self.n_assets, self.length, self.n_features
+        raw = observations[:, : length * n * f].reshape(b, length, n, f)
+        state = observations[:, length * n * f :]
+        z = self.encoder.encode(raw.permute(0, 2, 1, 3).reshape(b * n, length, f))
+        probabilities = torch.softmax(self.encoder.direction_head(z), dim=-1)
+        predicted = self.encoder.return_head(z) * self.return_scale
+        context = torch.cat([z, probabilities, predicted], dim=-1).reshape(b, -1)
+        window = raw[:, length - self.window :].reshape(b, -1)
+        return torch.cat([window, context, state], dim=1)
+
+
+EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {EXTRACTOR_NAME: CNNLSTMExtractor}
+
+
+def extractor_kwargs(cnn_lstm_config: dict[str, Any], n_assets: int, window: int) -> dict[str, Any]:
+    return {
+        "spec": dict(cnn_lstm_config["spec"]),
+        "n_assets": n_assets,
+        "window": window,
+        "return_scale": float(cnn_lstm_config["return_scale"]),
+    }
+
+
+def extractors(policy: nn.Module) -> list[CNNLSTMExtractor]:
+    """Every encoder copy inside an SB3 policy (PPO: one; SAC/TD3: actor, critic and targets)."""
+    return [m for m in policy.modules() if isinstance(m, CNNLSTMExtractor)]
+
+
+def load_encoder(policy: nn.Module, encoder_state: dict[str, torch.Tensor]) -> int:
+    """Put the stage-1 weights into every encoder copy; returns how many were loaded."""
+    found = extractors(policy)
+    for extractor in found:
+        extractor.encoder.load_state_dict(encoder_state)
+    return len(found)
+
+
+def warm_start_heads(policy: nn.Module, agent_state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Copy the stage-2 policy's tensors whose names and shapes match (everything outside the
+    features extractor); returns (copied, skipped) names."""
+    own = policy.state_dict()
+    copied, skipped = [], []
+    for name, value in agent_state.items():
+        if name in own and own[name].shape == value.shape and ".encoder." not in name:
+            own[name] = value.clone()
+            copied.append(name)
+        else:
+            skipped.append(name)
+    policy.load_state_dict(own)
+    return copied, skipped
+
+
+class ScaledAdam(torch.optim.Adam):
+    """Adam whose param groups may carry ``lr_scale``: SB3 resets every group's ``lr`` from
+    its schedule each update, so the encoder's own rate is kept as a ratio to it."""
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> Any:
+        base = [group["lr"] for group in self.param_groups]
+        for group in self.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
+        try:
+            return super().step(closure)
+        finally:
+            for group, lr in zip(self.param_groups, base, strict=True):
+                group["lr"] = lr
+
+
+def split_encoder_learning_rate(model: BaseAlgorithm, head_lr: float, encoder_lr: float) -> None:
+    """Give an on-policy model's encoder its own learning rate (PPO: one optimiser)."""
+    policy = model.policy
+    encoder_ids = {id(p) for e in extractors(policy) for p in e.parameters()}
+    encoder = [p for p in policy.parameters() if id(p) in encoder_ids]
+    heads = [p for p in policy.parameters() if id(p) not in encoder_ids]
+    defaults = dict(policy.optimizer.defaults)
+    defaults.pop("lr", None)
+    groups: list[dict[str, Any]] = [{"params": heads}, {"params": encoder, "lr_scale": encoder_lr / head_lr}]
+    policy.optimizer = ScaledAdam(groups, lr=head_lr, **defaults)
+
+
+def set_encoder_trainable(policy: nn.Module, trainable: bool) -> None:
+    for extractor in extractors(policy):
+        extractor.encoder.requires_grad_(trainable)
+
+
+class EncoderWarmup(BaseCallback):
+    """Keep the encoder frozen for the first ``steps`` environment steps, then train it."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.released = steps == 0
+
+    def _on_training_start(self) -> None:
+        if not self.released and self.model.num_timesteps < self.steps:
+            set_encoder_trainable(self.model.policy, False)
+        else:
+            self.released = True
+
+    def _on_step(self) -> bool:
+        if not self.released and self.num_timesteps >= self.steps:
+            set_encoder_trainable(self.model.policy, True)
+            self.released = True
+            log.info("hybrid: encoder trainable from step %d", self.num_timesteps)
+        return True
+
+
+def encoder_parameters(policy: nn.Module) -> Iterable[torch.nn.Parameter]:
+    for extractor in extractors(policy):
+        yield from extractor.encoder.parameters()

@@ -1,0 +1,181 @@
+"""Build and register a stage-4 ensemble from model directories (library side of ``ensemble``).
+
+Members are stage-2 agents and stage-3 hybrids. Each runs stand-alone over the validation
+and test splits; validation Sharpe ratios (after costs, by the backtester) weight or seed
+the combination (:mod:`trade_agent.models.ensemble`); the combined targets are backtested
+on test. The ensemble directory holds ``ensemble.json`` (method, members with their
+registry ids and validation Sharpe, softmax weights) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trade_agent.config import Params
+from trade_agent.config.ensemble import EnsembleConfig
+from trade_agent.config.rl import RLCommonConfig
+from trade_agent.errors import InputError
+from trade_agent.evaluation.backtest import BacktestResult, backtest
+from trade_agent.evaluation.positions import SplitData, policy_weights
+from trade_agent.io import read_json, write_json
+from trade_agent.models.ensemble import combine, directional_accuracy, diversity, softmax_weights
+from trade_agent.registry import ModelRegistry
+from trade_agent.type_aliases import FloatArray
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE_SPEC = "ensemble.json"
+
+
+@dataclass
+class EnsembleRun:
+    directory: Path
+    metrics: dict[str, float]
+    members: list[dict[str, Any]]  # name, model_type, model_id, val_sharpe, softmax_weight, test_sharpe
+    duration_s: float
+
+
+def member_type(directory: Path) -> str:
+    """``hybrid`` for a policy with a features extractor, else the agent's algorithm."""
+    spec = read_json(directory / "policy.json")
+    return "hybrid" if "features_extractor" in spec else str(spec["algo"])
+
+
+@dataclass
+class MemberRuns:
+    """Members' targets ``(M, K, N)`` on one split, their stand-alone backtests, and the prices."""
+
+    weights: FloatArray
+    results: list[BacktestResult]
+    open: FloatArray
+    close: FloatArray
+
+
+def run_members(directories: list[Path], data: SplitData, common: RLCommonConfig) -> MemberRuns:
+    """Each member directory run stand-alone over ``data``."""
+    open_, close, _, _ = data.prices()
+    weights = np.stack([policy_weights(d, data, common) for d in directories])
+    return MemberRuns(weights, [_backtest(w, open_, close, common) for w in weights], open_, close)
+
+
+def _backtest(weights: FloatArray, open_: FloatArray, close: FloatArray, common: RLCommonConfig) -> BacktestResult:
+    return backtest(weights, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage)
+
+
+def ensemble_backtest(
+    config: EnsembleConfig, runs: MemberRuns, val_sharpes: FloatArray, common: RLCommonConfig
+) -> tuple[BacktestResult, dict[str, float]]:
+    """Combine, backtest and add the ensemble's own measures (accuracy, diversity)."""
+    member_returns = np.stack([r.returns for r in runs.results])
+    combined, _ = combine(runs.weights, val_sharpes, config, member_returns, common.max_leverage)
+    result = _backtest(combined, runs.open, runs.close, common)
+    extra = {
+        "ensemble_accuracy": directional_accuracy(result.weights, runs.open, runs.close, 0),
+        "diversity": diversity(runs.weights),
+        "best_member_sharpe": max(r.metrics["sharpe"] for r in runs.results),
+    }
+    return result, extra
+
+
+@dataclass
+class Member:
+    name: str
+    model_type: str
+    model_id: str | None
+
+
+def build_ensemble(
+    config: EnsembleConfig,
+    members: list[Member],
+    val: MemberRuns,
+    test: MemberRuns,
+    common: RLCommonConfig,
+    out_dir: Path,
+    metrics_path: Path | None = None,
+) -> EnsembleRun:
+    """Validation Sharpe per member, the combination on both splits, the ensemble directory.
+
+    Raises:
+        InputError: fewer than two members.
+    """
+    started = time.perf_counter()
+    if len(members) < 2:
+        raise InputError(f"an ensemble needs at least two members, got {len(members)}; train more agents first")
+    val_sharpes = np.array([r.metrics["sharpe"] for r in val.results])
+    result, extra = ensemble_backtest(config, test, val_sharpes, common)
+    val_result, val_extra = ensemble_backtest(config, val, val_sharpes, common)
+    metrics = {f"val/{k}": v for k, v in (val_result.metrics | val_extra).items()} | {
+        f"test/{k}": v for k, v in (result.metrics | extra).items()
+    }
+    alphas = softmax_weights(val_sharpes, config.temperature)
+    described = [
+        asdict(m) | {"val_sharpe": float(s), "softmax_weight": float(a), "test_sharpe": float(r.metrics["sharpe"])}
+        for m, s, a, r in zip(members, val_sharpes, alphas, test.results, strict=True)
+    ]
+    write_json(out_dir / ENSEMBLE_SPEC, {"config": asdict(config), "members": described})
+    write_json(out_dir / "metrics.json", metrics)
+    if metrics_path is not None:
+        write_json(metrics_path, metrics)
+    log.info(
+        "ensemble (%s, %d members): test/sharpe %.3f (best member %.3f), diversity %.2f",
+        config.method,
+        len(members),
+        metrics["test/sharpe"],
+        extra["best_member_sharpe"],
+        extra["diversity"],
+    )
+    return EnsembleRun(out_dir, metrics, described, time.perf_counter() - started)
+
+
+def train_ensemble(
+    params: Params,
+    member_dirs: list[Path],
+    features_dir: Path,
+    embeddings_path: Path,
+    market_path: Path,
+    out_dir: Path,
+    metrics_path: Path | None = None,
+    registry: ModelRegistry | None = None,
+) -> EnsembleRun:
+    """The ``ensemble`` stage: pipeline member directories on the pipeline's val and test splits."""
+    if len(member_dirs) < 2:
+        raise InputError(f"an ensemble needs at least two members, got {len(member_dirs)}; train more agents first")
+    common = params.rl.common
+    runs = {
+        split: run_members(member_dirs, SplitData.load(features_dir, embeddings_path, market_path, split), common)
+        for split in ("val", "test")
+    }
+    members = [
+        Member(d.name, member_type(d), registry.id_of(member_type(d), d) if registry else None) for d in member_dirs
+    ]
+    return build_ensemble(params.ensemble, members, runs["val"], runs["test"], common, out_dir, metrics_path)
+
+
+def register_ensemble(run: EnsembleRun, params: Params, registry: ModelRegistry) -> str:
+    """Register with every member as a dependency (members must be registered)."""
+    missing = [m["name"] for m in run.members if not m["model_id"]]
+    if missing:
+        raise InputError(f"ensemble members {', '.join(missing)} are not registered; register them first")
+    ids = [str(m["model_id"]) for m in run.members]
+    training_config = {
+        "ensemble": asdict(params.ensemble),
+        "members": ids,
+        "seed": params.base.seed,
+        "interface": {"members": len(ids), "method": params.ensemble.method},
+    }
+    return registry.register_model(
+        "ensemble",
+        run.directory,
+        None,
+        training_config,
+        run.metrics,
+        {"members": ids},
+        dependencies=ids,
+        training_duration=round(run.duration_s, 3),
+    )
