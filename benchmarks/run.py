@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
+from benchmarks.backtest import bench_backtest
 from benchmarks.reference_features import reference_features
 from benchmarks.rl_env import bench_env, bench_ppo
 from trade_agent.config import CnnLstmConfig, FeaturesConfig
@@ -119,7 +120,9 @@ def main() -> None:
     parser.add_argument("--env-steps", type=int, default=50_000)
     parser.add_argument("--n-envs", type=int, default=64)
     parser.add_argument("--ppo-steps", type=int, default=8192)
-    parser.add_argument("--only", choices=["features", "trainer", "env", "ppo"], default=None)
+    parser.add_argument("--backtest-bars", type=int, default=1_000_000)
+    parser.add_argument("--loop-bars", type=int, default=50_000)
+    parser.add_argument("--only", choices=["features", "trainer", "env", "ppo", "backtest"], default=None)
     args = parser.parse_args()
     if args.only in (None, "features"):
         bench_features(args.symbols, args.bars, args.repeat)
@@ -127,6 +130,8 @@ def main() -> None:
         bench_trainer(args.train_rows, args.repeat, args.threads)
     if args.only in (None, "env"):
         bench_env(args.bars, args.env_steps, args.n_envs)
+    if args.only in (None, "backtest"):
+        bench_backtest(args.backtest_bars, 4, args.loop_bars, args.repeat)
     if args.only in (None, "ppo"):
         torch.set_num_threads(args.threads)
         bench_ppo(args.ppo_steps)

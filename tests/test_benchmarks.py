@@ -28,6 +28,10 @@ def test_benchmarks_run_and_report_ratios() -> None:
             "4",
             "--ppo-steps",
             "512",
+            "--backtest-bars",
+            "3000",
+            "--loop-bars",
+            "500",
         ],
         capture_output=True,
         text=True,
@@ -35,6 +39,6 @@ def test_benchmarks_run_and_report_ratios() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "speed-up vs pandas baseline" in result.stdout and "throughput ratio" in result.stdout
-    assert "ratio (real / constant)" in result.stdout
+    assert "ratio (real / constant)" in result.stdout and "ratio (ours / loop)" in result.stdout
     # gym-anytrading is a bench-only extra: measured when installed, named when not.
     assert "ratio (native / gym-anytrading)" in result.stdout or "gym-anytrading is not installed" in result.stdout

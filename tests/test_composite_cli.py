@@ -23,6 +23,10 @@ def invoke(*args: str) -> dict | list:
     return json.loads(result.output[min(i for i in (result.output.find("{"), result.output.find("[")) if i >= 0) :])
 
 
+def ensemble_members(model_id: str) -> list[dict]:
+    return json.loads((Path("models/runs/backtest/models") / model_id / "ensemble.json").read_text())["members"]
+
+
 def test_hybrid_ensemble_backtest_and_benchmark_from_the_cli(tmp_path: Path) -> None:
     generate_synthetic(SyntheticSpec(n_symbols=2, n_bars=300, seed=3)).to_csv(tmp_path / "bars.csv", index=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict()))
@@ -42,7 +46,13 @@ def test_hybrid_ensemble_backtest_and_benchmark_from_the_cli(tmp_path: Path) -> 
     # Reproducible inference: the backtest on the same file gives the ensemble's own test numbers.
     rows = invoke("backtest", "--model", "ensemble@latest", "--data", "bars.csv")
     by_name = {r["model"]: r for r in rows}
-    assert set(by_name) == {ensemble["model_id"], "buy_and_hold", "equal_weight"}
+    best = max(ensemble_members(ensemble["model_id"]), key=lambda m: m["val_sharpe"])["model_id"]
+    assert set(by_name) == {
+        ensemble["model_id"],
+        "buy_and_hold",
+        "equal_weight",
+        f"best member of {ensemble['model_id']}: {best}",
+    }
     assert by_name[ensemble["model_id"]]["sharpe"] == pytest.approx(ensemble["metrics"]["test/sharpe"], abs=1e-9)
     assert by_name[ensemble["model_id"]]["sharpe_ci_low"] <= by_name[ensemble["model_id"]]["sharpe_ci_high"]
 

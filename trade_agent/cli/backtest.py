@@ -57,6 +57,7 @@ def evaluate_ids(
     from trade_agent.evaluation.backtest import buy_and_hold_weights, equal_weight_weights
     from trade_agent.evaluation.bootstrap import sharpe_interval
     from trade_agent.evaluation.inference import Inference, Positions
+    from trade_agent.io import read_json
     from trade_agent.registry import ModelRegistry
 
     if split not in ("train", "val", "test"):
@@ -83,6 +84,10 @@ def evaluate_ids(
     positions = [inference.positions(m, split) for m in ids]
     for p in positions:
         add(p.model_id, p.model_type, p)
+        if p.model_type == "ensemble":  # its best single member (by validation Sharpe) as a baseline
+            members = read_json(inference.restore(p.model_id) / "ensemble.json")["members"]
+            best = max(members, key=lambda m: m["val_sharpe"])["model_id"]
+            add(f"best member of {p.model_id}: {best}", "baseline", inference.positions(best, split))
     first = positions[0]
     k = len(first.weights)
     add("buy_and_hold", "baseline", _with(first, buy_and_hold_weights(first.open, 0, k)))
