@@ -131,7 +131,7 @@ def test_cli_trains_and_prints_metrics(bars_file: Path, tmp_path: Path, monkeypa
     assert "balanced_accuracy" in table.output and "directional_accuracy" in table.output
 
 
-@pytest.mark.parametrize("flag", ["--optimize", "--distributed"])
+@pytest.mark.parametrize("flag", ["--distributed"])
 def test_cli_unavailable_options_fail_clearly(flag: str, bars_file: Path) -> None:
     result = runner.invoke(app, ["train", "cnn-lstm-enhanced", str(bars_file), flag])
     assert result.exit_code == 2

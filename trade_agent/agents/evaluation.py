@@ -54,7 +54,10 @@ def evaluate(
     periods_per_year: float = 252.0,
 ) -> dict[str, float]:
     """Trading metrics of a deterministic policy on ``panel`` (returns after costs)."""
-    episode = run_episode(predict, panel, config, discrete)
+    return episode_metrics(run_episode(predict, panel, config, discrete), periods_per_year)
+
+
+def episode_metrics(episode: Episode, periods_per_year: float = 252.0) -> dict[str, float]:
     return trading_metrics(
         episode.returns,
         episode.weights,
@@ -67,8 +70,16 @@ def evaluate(
 class ValSharpeCallback(BaseCallback):
     """Every ``eval_freq`` steps, evaluate on the validation panel; keep the best policy by Sharpe."""
 
-    def __init__(self, val_panel: MarketPanel, config: SimulatorConfig, eval_freq: int, discrete: bool = False):
+    def __init__(
+        self,
+        val_panel: MarketPanel,
+        config: SimulatorConfig,
+        eval_freq: int,
+        discrete: bool = False,
+        on_evaluate: Callable[[int, float], None] | None = None,
+    ):
         super().__init__()
+        self.on_evaluate = on_evaluate  # (step, val Sharpe), e.g. an Optuna pruner
         self.val_panel, self.sim_config, self.eval_freq, self.discrete = val_panel, config, eval_freq, discrete
         self.best_sharpe = -np.inf
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -86,6 +97,8 @@ class ValSharpeCallback(BaseCallback):
             self.best_sharpe = metrics["sharpe"]
             self.best_state = copy.deepcopy(self.model.policy.state_dict())
         log.info("step %d val/sharpe %.3f (best %.3f)", self.num_timesteps, metrics["sharpe"], self.best_sharpe)
+        if self.on_evaluate is not None:
+            self.on_evaluate(self.num_timesteps, metrics["sharpe"])
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.next_evaluation:

@@ -25,7 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from trade_agent.agents.checkpoint import CheckpointCallback, clear_checkpoint, has_checkpoint, load_checkpoint
-from trade_agent.agents.evaluation import ValSharpeCallback, evaluate, run_episode
+from trade_agent.agents.evaluation import ValSharpeCallback, episode_metrics, evaluate, run_episode
 from trade_agent.agents.factory import build_agent, net_arch
 from trade_agent.agents.policy_io import save_policy
 from trade_agent.config import Params
@@ -107,6 +107,8 @@ def train_agent(
     build: Builder | None = None,
     total_timesteps: int | None = None,
     features_extractor: dict[str, Any] | None = None,
+    on_evaluate: Callable[[int, float], None] | None = None,
+    evaluate_test: bool = True,
 ) -> AgentRun:
     """Train ``algo`` on ``panels['train']``, select by validation Sharpe, evaluate on test.
 
@@ -121,6 +123,8 @@ def train_agent(
             default: a fresh agent from the ``rl.<algo>`` params.
         total_timesteps: default ``rl.<algo>.total_timesteps``.
         features_extractor: recorded in ``policy.json`` (hybrids).
+        on_evaluate: receives (step, val Sharpe) at each validation evaluation (Optuna pruning).
+        evaluate_test: ``False`` leaves the test split untouched (hyperparameter search).
     """
     started = time.perf_counter()
     config, sim = params.rl, sim or simulator_config(params)
@@ -133,7 +137,7 @@ def train_agent(
     else:
         model, extra = build(env)
         callbacks.extend(extra)
-    selector = ValSharpeCallback(panels["val"], sim, config.common.eval_freq, discrete)
+    selector = ValSharpeCallback(panels["val"], sim, config.common.eval_freq, discrete, on_evaluate)
     callbacks.insert(0, selector)
     resumed_from = 0
     if checkpoint_dir is not None:
@@ -152,15 +156,13 @@ def train_agent(
         return np.asarray(model.predict(obs, deterministic=True)[0])
 
     # The selected policy on val (its Sharpe is the selection score) and, once, on test.
-    val = evaluate(predict, panels["val"], sim, discrete)
-    test = evaluate(predict, panels["test"], sim, discrete)
-    episode = run_episode(predict, panels["test"], sim, discrete)
-    returns, total_reward = episode.returns, episode.total_reward
-    metrics = (
-        {f"val/{k}": v for k, v in val.items()}
-        | {f"test/{k}": v for k, v in test.items()}
-        | {"test/total_reward": float(total_reward)}
-    )
+    metrics = {f"val/{k}": v for k, v in evaluate(predict, panels["val"], sim, discrete).items()}
+    returns = np.zeros(0)
+    if evaluate_test:
+        episode = run_episode(predict, panels["test"], sim, discrete)
+        returns = episode.returns
+        metrics |= {f"test/{k}": v for k, v in episode_metrics(episode).items()}
+        metrics["test/total_reward"] = float(episode.total_reward)
     agent_dir.mkdir(parents=True, exist_ok=True)
     save_policy(model, algo, net_arch(config, algo), agent_dir, features_extractor=features_extractor)
     partial = agent_dir / ".model.partial.zip"  # SB3 insists on a .zip suffix
@@ -169,7 +171,7 @@ def train_agent(
     write_json(agent_dir / "metrics.json", metrics)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
-    if plots_path is not None:
+    if plots_path is not None and evaluate_test:
         equity = pd.DataFrame({"step": np.arange(1, len(returns) + 1), "equity": np.cumprod(1.0 + returns)})
         plots_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(plots_path) as tmp:
@@ -178,7 +180,11 @@ def train_agent(
         clear_checkpoint(checkpoint_dir)
     duration = time.perf_counter() - started
     log.info(
-        "%s: test/sharpe %.3f, test/total_return %.3f (%.1f s)", algo, test["sharpe"], test["total_return"], duration
+        "%s: val/sharpe %.3f, test/sharpe %.3f (%.1f s)",
+        algo,
+        metrics["val/sharpe"],
+        metrics.get("test/sharpe", float("nan")),
+        duration,
     )
     return AgentRun(algo, agent_dir, metrics, duration, resumed_from)
 

@@ -35,6 +35,77 @@ def print_metrics(result: TrainingResult) -> None:
     console.print(table)
 
 
+OptimizeOption = Annotated[
+    bool, typer.Option(help="Optuna search (space and per-trial budget: params.yaml optimize:), then train the best.")
+]
+TrialsOption = Annotated[int, typer.Option(min=1, help="Finished trials the study should hold (--optimize).")]
+TimeoutOption = Annotated[float | None, typer.Option(help="Stop searching after this many seconds (--optimize).")]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(help="Optuna storage URL (default: sqlite models/optuna/studies.db), e.g. postgresql://..."),
+]
+JobsOption = Annotated[int, typer.Option(min=1, help="Search worker processes sharing the study (--optimize).")]
+StudyOption = Annotated[str | None, typer.Option(help="Study name (default: derived from stage, data and space).")]
+
+
+def _search_extras(timeout: float | None, storage: str | None, n_jobs: int, study_name: str | None) -> dict[str, Any]:
+    extras: dict[str, Any] = {"n_jobs": n_jobs}
+    for key, value in (("timeout", timeout), ("storage", storage), ("study_name", study_name)):
+        if value is not None:
+            extras[key] = value
+    return extras
+
+
+NoDvcOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-dvc", help="Train in-process even inside a DVC project (default there: a `dvc exp run --temp`)."
+    ),
+]
+
+
+def _dvc_root(no_dvc: bool, stage: str) -> Path | None:
+    """The project to run the request in as a DVC experiment, or None for an in-process run."""
+    from trade_agent.experiments import has_stage, repository_root
+
+    if no_dvc:
+        return None
+    root = repository_root()
+    return root if root is not None and has_stage(root, stage) else None
+
+
+def _run_as_experiment(
+    root: Path, stage: str, out: str, model_type: str, data: str, options: dict[str, Any], as_json: bool
+) -> None:
+    """Check the request, run it as a DVC experiment, print the model it produced."""
+    from trade_agent.config import load_params_or_defaults
+    from trade_agent.experiments import ExperimentRequest, data_overrides, run_experiment
+    from trade_agent.registry import ModelRegistry
+    from trade_agent.tuning.study import apply_trial_params
+
+    overrides, copy_paths = data_overrides(data, root)
+    overrides |= {k: v for k, v in options.items() if v is not None}
+    apply_trial_params(load_params_or_defaults(root / "params.yaml"), overrides)  # bad values fail here, not in DVC
+    result = run_experiment(root, ExperimentRequest(stage, out, model_type, overrides, copy_paths))
+    entry = ModelRegistry(root / "models").get_model(result.model_id)
+    how = "restored from the run-cache (nothing trained, nothing new registered)" if result.cached else "trained"
+    if as_json:
+        payload = {
+            "experiment": result.name,
+            "cached": result.cached,
+            "model_id": entry.model_id,
+            "performance_grade": entry.performance_grade,
+            "metrics": entry.metrics,
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    print_metrics(TrainingResult(result.name, model_type, "completed", model_path=out, metrics=entry.metrics))
+    console.print(
+        f"experiment [bold]{result.name}[/]: {how}; model [bold]{entry.model_id}[/] (grade {entry.performance_grade})"
+    )
+    console.print(f"`dvc exp show` lists it; `dvc exp apply {result.name}` brings its params into the workspace")
+
+
 def _finish(result: TrainingResult, as_json: bool) -> None:
     if result.status != "completed":
         raise result.exception or TradeAgentError(result.error_message or "training failed")
@@ -71,17 +142,41 @@ def cnn_lstm_enhanced(
     params_file: Annotated[
         Path | None, typer.Option("--params", help="params file (default: ./params.yaml, else built-in defaults).")
     ] = None,
-    optimize: Annotated[bool, typer.Option(help="Optuna hyperparameter search (not available yet).")] = False,
-    n_trials: Annotated[int, typer.Option(help="Optuna trials with --optimize.")] = 50,
+    optimize: OptimizeOption = False,
+    n_trials: TrialsOption = 20,
+    timeout: TimeoutOption = None,
+    storage: StorageOption = None,
+    n_jobs: JobsOption = 1,
+    study_name: StudyOption = None,
     distributed: Annotated[bool, typer.Option(help="DeepSpeed training (not available yet).")] = False,
+    no_dvc: NoDvcOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Train the stage-1 CNN-LSTM on DATA and print its validation and test metrics."""
+    """Train the stage-1 CNN-LSTM on DATA and print its validation and test metrics.
+
+    Inside a DVC project this runs as a DVC experiment of the `cnn_lstm` stage (options
+    become `-S` overrides; the workspace params.yaml is untouched); elsewhere, with
+    `--no-dvc`, `--optimize` or `--params`, it trains in-process."""
     from trade_agent.config import load_params_or_defaults
 
     setup_logging()
+    root = None if optimize or distributed or params_file else _dvc_root(no_dvc, "cnn_lstm")
+    if root is not None:
+        options = {
+            "cnn_lstm.epochs": epochs,
+            "cnn_lstm.batch_size": batch_size,
+            "cnn_lstm.learning_rate": learning_rate,
+            "features.sequence_length": sequence_length,
+            "base.device": device,
+            "cnn_lstm.precision": precision,
+            "cnn_lstm.strict_device": strict_device,
+        }
+        _run_as_experiment(root, "cnn_lstm", "models/pipeline/cnn_lstm", "cnn_lstm", data, options, as_json)
+        return
     params = load_params_or_defaults(params_file)
     extra: dict[str, Any] = {"params": params, "resume": resume}
+    if optimize:
+        extra |= _search_extras(timeout, storage, n_jobs, study_name)
     if strict_device is not None:
         extra["strict_device"] = strict_device
     if sequence_length is not None:
@@ -128,8 +223,13 @@ def _agent_command(algo: str) -> None:
         params_file: Annotated[
             Path | None, typer.Option("--params", help="params file (default: ./params.yaml, else built-in defaults).")
         ] = None,
-        optimize: Annotated[bool, typer.Option(help="Optuna hyperparameter search (not available yet).")] = False,
-        n_trials: Annotated[int, typer.Option(help="Optuna trials with --optimize.")] = 50,
+        optimize: OptimizeOption = False,
+        n_trials: TrialsOption = 20,
+        timeout: TimeoutOption = None,
+        storage: StorageOption = None,
+        n_jobs: JobsOption = 1,
+        study_name: StudyOption = None,
+        no_dvc: NoDvcOption = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         from trade_agent.config import load_params_or_defaults
@@ -140,7 +240,15 @@ def _agent_command(algo: str) -> None:
         params = load_params_or_defaults(params_file)
         registry = ModelRegistry("models", grading=params.grading)
         upstream = choose_upstream(registry, "cnn_lstm", None if cnn_lstm_model in (None, "new") else cnn_lstm_model)
+        # The pipeline's own CNN-LSTM ('new') can run as a DVC experiment of the rl@<algo> stage.
+        root = None if optimize or params_file or upstream != "new" else _dvc_root(no_dvc, "rl")
+        if root is not None:
+            options = {f"rl.{algo}.total_timesteps": timesteps, f"rl.{algo}.n_envs": n_envs}
+            _run_as_experiment(root, f"rl@{algo}", f"models/pipeline/{algo}", algo, data, options, as_json)
+            return
         extra: dict[str, Any] = {"params": params, "resume": resume, "cnn_lstm_model": upstream}
+        if optimize:
+            extra |= _search_extras(timeout, storage, n_jobs, study_name)
         for key, value in (("timesteps", timesteps), ("n_envs", n_envs), ("tensorboard", tensorboard)):
             if value is not None:
                 extra[key] = str(value) if key == "tensorboard" else value

@@ -26,6 +26,7 @@ from trade_agent.config.features import (
 from trade_agent.config.hybrid import HybridConfig
 from trade_agent.config.loader import _coerce
 from trade_agent.config.models import CnnLstmConfig
+from trade_agent.config.optimize import OptimizeConfig
 from trade_agent.config.registry import TypeGrading, default_grading
 from trade_agent.config.rl import RLConfig
 from trade_agent.errors import ConfigError
@@ -49,6 +50,7 @@ class Params:
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
     grading: dict[str, TypeGrading] = field(default_factory=default_grading)
 
     def validate(self) -> Params:

@@ -14,6 +14,7 @@ import getpass
 import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import zipfile
@@ -181,6 +182,12 @@ def _merge(index: dict[str, Any], document: dict[str, Any]) -> list[str]:
     return notes
 
 
+def experiment_tags() -> list[str]:
+    """``experiment:<name>`` and ``baseline:<commit>`` when a DVC experiment runs the stage."""
+    name, baseline = os.environ.get("DVC_EXP_NAME"), os.environ.get("DVC_EXP_BASELINE_REV")
+    return [f"experiment:{name}", f"baseline:{baseline}"] if name and baseline else []
+
+
 def in_experiment_workspace(path: Path) -> bool:
     """True inside a DVC experiment's temporary workspace (``.dvc/tmp/exps/...``)."""
     return "/.dvc/tmp/exps/" in str(path.resolve()).replace("\\", "/") + "/"
@@ -292,7 +299,7 @@ class ModelRegistry:
                     git_commit=_git_commit(Path.cwd()),
                     model_size_mb=round(sum(i["size"] for i in files.values()) / 2**20, 4),
                     checksum=checksum,
-                    tags=tags or [],
+                    tags=[*(tags or []), *experiment_tags()],
                     notes=notes,
                     composite_score=score,
                     files=files,

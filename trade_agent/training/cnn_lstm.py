@@ -10,6 +10,7 @@ import logging
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ def train_cnn_lstm(
     resume: bool = True,
     init_from: Path | None = None,
     keep_checkpoints: bool = False,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    evaluate_test: bool = True,
 ) -> CnnLstmRun:
     """Train stage 1 and write the model directory (see :mod:`trade_agent.models.store`).
 
@@ -107,6 +110,8 @@ def train_cnn_lstm(
     every epoch; a re-run with the same inputs resumes there (unless ``resume`` is false)
     and the directory is removed after success unless ``keep_checkpoints``.
     ``init_from`` warm-starts from another model directory of the same architecture.
+    ``on_epoch`` also receives each epoch's metrics (e.g. an Optuna pruner);
+    ``evaluate_test=False`` leaves the test split untouched (hyperparameter search).
     """
     config = params.cnn_lstm
     started = time.perf_counter()
@@ -131,10 +136,12 @@ def train_cnn_lstm(
         choice.device,
         seed=params.base.seed,
         checkpoint_dir=checkpoint_dir,
-        on_epoch=live.log_epoch if live else None,
+        on_epoch=_chain(live.log_epoch if live else None, on_epoch),
     )
     outcome = trainer.fit()
-    metrics = {**trainer.evaluate("val"), **trainer.evaluate("test"), "best_epoch": float(outcome.best_epoch)}
+    metrics = {**trainer.evaluate("val"), "best_epoch": float(outcome.best_epoch)}
+    if evaluate_test:
+        metrics |= trainer.evaluate("test")
     duration = time.perf_counter() - started
 
     preprocessor_id = schema["preprocessor_id"]
@@ -182,11 +189,14 @@ def train_cnn_lstm(
         with contextlib.suppress(OSError):
             checkpoint_dir.rmdir()
     checkpoints = sorted(checkpoint_dir.glob("*.pt")) if checkpoint_dir is not None and checkpoint_dir.exists() else []
+    shown = "test" if evaluate_test else "val"
     log.info(
-        "cnn_lstm: best epoch %d, test/accuracy %.3f, test/ic %.3f (%.1f s on %s)",
+        "cnn_lstm: best epoch %d, %s/accuracy %.3f, %s/ic %.3f (%.1f s on %s)",
         outcome.best_epoch,
-        metrics["test/accuracy"],
-        metrics["test/ic"],
+        shown,
+        metrics[f"{shown}/accuracy"],
+        shown,
+        metrics[f"{shown}/ic"],
         duration,
         choice.device,
     )
@@ -230,6 +240,18 @@ class _LiveLog:
 
     def close(self, final: dict[str, float]) -> None:
         self.live.end()
+
+
+def _chain(*hooks: Callable[[int, dict[str, float]], None] | None) -> Callable[[int, dict[str, float]], None] | None:
+    active = [h for h in hooks if h is not None]
+    if not active:
+        return None
+
+    def call(epoch: int, metrics: dict[str, float]) -> None:
+        for hook in active:
+            hook(epoch, metrics)
+
+    return call
 
 
 def _open_live(directory: Path | None) -> _LiveLog | None:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 AGENT_TYPES = ("ppo", "sac", "td3")
 SUPPORTED_MODEL_TYPES = ("cnn_lstm", *AGENT_TYPES)
+# Built from registered models, not from a TrainingConfig: `trade-agent train hybrid|ensemble`.
 PLANNED_MODEL_TYPES = ("hybrid", "ensemble")
 # TrainingConfig extras that map to params.yaml keys (section, key).
 EXTRA_KEYS: dict[str, tuple[str, str]] = {
@@ -64,7 +65,19 @@ EXTRA_KEYS: dict[str, tuple[str, str]] = {
 
 
 # TrainingConfig extras that steer the run rather than the model.
-RUN_OPTIONS = ("params_file", "params", "resume", "keep_checkpoints", "cnn_lstm_model", "tensorboard")
+RUN_OPTIONS = (
+    "params_file",
+    "params",
+    "resume",
+    "keep_checkpoints",
+    "cnn_lstm_model",
+    "tensorboard",
+    # --optimize: Optuna storage URL, seconds, worker processes, study name override
+    "storage",
+    "timeout",
+    "n_jobs",
+    "study_name",
+)
 # Extras of the RL agents, mapped into the agent's own ``rl.<algo>`` section.
 AGENT_KEYS = {"timesteps": "total_timesteps", "n_envs": "n_envs"}
 
@@ -267,15 +280,14 @@ class UnifiedTrainingManager:
 
         if config.model_type in PLANNED_MODEL_TYPES:
             raise FeatureNotAvailableError(
-                f"training '{config.model_type}' is not available yet (its issue has not landed); "
-                f"available: {', '.join(SUPPORTED_MODEL_TYPES)}"
+                f"training '{config.model_type}' is not available yet through TrainingConfig; use "
+                f"`trade-agent train {config.model_type}` with registered models (available here: "
+                f"{', '.join(SUPPORTED_MODEL_TYPES)})"
             )
         if config.model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(
                 f"model type '{config.model_type}' is unknown; use one of {', '.join(SUPPORTED_MODEL_TYPES)}"
             )
-        if config.optimize_hyperparams:
-            raise FeatureNotAvailableError("--optimize (Optuna search) is not available yet; train without it")
         if config.distributed:
             raise FeatureNotAvailableError("--distributed (DeepSpeed) is not available yet; train without it")
         params = build_params(config)
@@ -289,7 +301,10 @@ class UnifiedTrainingManager:
         registry = ModelRegistry(self.registry_root, grading=params.grading)
         if config.model_type in AGENT_TYPES:
             return self._train_agent(training_id, config, params, out, registry)
-        run_features_stage(params, out / "data" / "prepared" / "market.parquet", out / "data" / "features")
+        market = out / "data" / "prepared" / "market.parquet"
+        if config.optimize_hyperparams:
+            params = self._search("cnn_lstm", config, params, out, market)
+        run_features_stage(params, market, out / "data" / "features")
         model_dir = out / "model"
         run = self._train_cnn_lstm(config, params, out / "data" / "features", model_dir, out)
         preprocessors = sorted((model_dir / PREPROCESSOR_DIR).iterdir())
@@ -350,6 +365,8 @@ class UnifiedTrainingManager:
             preprocessor = sorted((cnn_lstm_dir / PREPROCESSOR_DIR).iterdir())[0]
             run_features_stage(params, market, features_dir, fitted_preprocessor=preprocessor)
         run_embed_stage(cnn_lstm_dir, features_dir, embeddings)
+        if config.optimize_hyperparams:
+            params = self._search(algo, config, params, out, market, features_dir, embeddings)
         panels = load_panels(params, features_dir, embeddings, market)
         run = train_agent(
             algo,
@@ -373,6 +390,37 @@ class UnifiedTrainingManager:
             performance_grade=registry.get_model(model_id).performance_grade,
             model_id=model_id,
         )
+
+    @staticmethod
+    def _search(
+        stage: str,
+        config: TrainingConfig,
+        params: Params,
+        out: Path,
+        market: Path,
+        features_dir: Path | None = None,
+        embeddings: Path | None = None,
+    ) -> Params:
+        """Optuna search on the validation split; returns params with the best trial's values.
+        The study summary goes to ``<output_dir>/optuna/`` (best_params.json, trials.csv)."""
+        from trade_agent.tuning import SearchSpec, search, study_name
+
+        inputs = [market, *([embeddings] if embeddings is not None else [])]
+        timeout = config.extra.get("timeout")
+        spec = SearchSpec(
+            stage=stage,
+            params={f.name: to_plain(getattr(params, f.name)) for f in dataclasses.fields(Params)},
+            market=str(market),
+            work_dir=str(out / "optuna" / "work"),
+            study_name=str(config.extra.get("study_name") or study_name(stage, params, inputs)),
+            storage=config.extra.get("storage"),
+            n_trials=config.n_trials,
+            timeout=float(timeout) if timeout is not None else None,
+            features_dir=str(features_dir) if features_dir is not None else None,
+            embeddings=str(embeddings) if embeddings is not None else None,
+        )
+        best, _ = search(spec, n_jobs=int(config.extra.get("n_jobs", 1)), out_dir=out / "optuna")
+        return best
 
     @staticmethod
     def _restore_cnn_lstm(model_id: str, params: Params, out: Path, registry: ModelRegistry) -> tuple[Path, Params]:

@@ -1,0 +1,98 @@
+"""Trial objectives: train with a trial's params on a budget, report validation scores.
+
+* CNN-LSTM: minimise the best validation loss; every epoch's ``val/loss`` goes to the
+  pruner. Preprocessing params (e.g. ``features.sequence_length``) are searched too: the
+  features are rebuilt for each distinct preprocessing setting (cached by its hash).
+* Agents: maximise the validation Sharpe of the selected policy; every validation
+  evaluation goes to the pruner. The upstream features and embeddings are fixed.
+
+The test split is never evaluated inside a trial.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import optuna
+
+from trade_agent.config import Params
+from trade_agent.io import canonical_json, sha256_text
+from trade_agent.tuning.study import apply_trial_params, suggest
+
+log = logging.getLogger(__name__)
+Objective = Callable[[optuna.Trial], float]
+
+
+def features_key(params: Params) -> str:
+    """Identity of everything the ``features`` stage reads from params."""
+    sections = {
+        "features": asdict(params.features),
+        "sentiment": asdict(params.sentiment),
+        "labels": asdict(params.labels),
+        "splits": asdict(params.splits),
+        "preprocessing": asdict(params.preprocessing),
+        "max_gap": params.data.max_gap,
+    }
+    return sha256_text(canonical_json(sections))[:16]
+
+
+def _pruner_hook(trial: optuna.Trial) -> Callable[[int, float], None]:
+    def report(step: int, value: float) -> None:
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (value {value:.4f})")
+
+    return report
+
+
+def cnn_lstm_objective(params: Params, market: Path, work_dir: Path) -> Objective:
+    from trade_agent.features.build import run_features_stage
+    from trade_agent.training.cnn_lstm import train_cnn_lstm
+
+    search = params.optimize.search("cnn_lstm")
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, search.space) | {"cnn_lstm.epochs": search.budget}
+        trial_params = apply_trial_params(params, values)
+        features_dir = work_dir / "features" / features_key(trial_params)
+        if not (features_dir / "features.parquet").is_file():
+            run_features_stage(trial_params, market, features_dir)
+        report = _pruner_hook(trial)
+        run = train_cnn_lstm(
+            trial_params,
+            features_dir,
+            work_dir / "trials" / str(trial.number),
+            checkpoint_root=None,
+            on_epoch=lambda epoch, metrics: report(epoch, metrics["val/loss"]),
+            evaluate_test=False,
+        )
+        return float(run.metrics["val/loss"])
+
+    return objective
+
+
+def agent_objective(
+    algo: str, params: Params, features_dir: Path, embeddings: Path, market: Path, work_dir: Path
+) -> Objective:
+    from trade_agent.agents.train import load_panels, train_agent
+
+    search = params.optimize.search(algo)
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, search.space) | {f"rl.{algo}.total_timesteps": search.budget}
+        trial_params = apply_trial_params(params, values)
+        panels = load_panels(trial_params, features_dir, embeddings, market)
+        run = train_agent(
+            algo,
+            trial_params,
+            panels,
+            work_dir / "trials" / str(trial.number),
+            on_evaluate=_pruner_hook(trial),
+            evaluate_test=False,
+        )
+        return float(run.metrics["val/sharpe"])
+
+    return objective
