@@ -86,3 +86,44 @@ def test_a_queued_sweep_registers_each_distinct_model_once(dvc_repo: Path) -> No
     registered = models(dvc_repo, "cnn_lstm")
     assert len(registered) == 3 and len({m["model_id"] for m in registered}) == 3
     assert sorted(m["training_config"]["learning_rate"] for m in registered) == [0.001, 0.003, 0.01]
+    ranked = json.loads(run([*CLI, "exp", "compare", "--json"], dvc_repo).stdout)
+    assert len(ranked) == 3 and len({r["experiment"] for r in ranked}) == 3
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+
+
+def test_a_model_trained_in_one_clone_is_fetched_by_id_in_another(dvc_repo: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    for cmd in (
+        ["dvc", "repro", "cnn_lstm"],
+        ["dvc", "remote", "add", "-d", "shared", str(remote)],
+        ["dvc", "push"],
+        [*CLI, "models", "export"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "trained"],
+        ["git", "clone", "-q", str(dvc_repo), str(tmp_path / "clone")],
+    ):
+        done = run(cmd, dvc_repo)
+        assert done.returncode == 0, done.stdout + done.stderr
+    clone = tmp_path / "clone"
+    (model,) = models(clone, "cnn_lstm")  # known from the committed models/registry.json
+    got = run([*CLI, "models", "get", model["model_id"], "-o", "got"], clone)
+    assert got.returncode == 0, got.stdout + got.stderr
+    original = dvc_repo / "models" / "pipeline" / "cnn_lstm"
+    for path in original.rglob("*"):
+        if path.is_file():
+            assert (clone / "got" / path.relative_to(original)).read_bytes() == path.read_bytes()
+    assert not (clone / "models" / "pipeline" / "cnn_lstm").exists()  # fetched, not retrained
+
+    # Experiments travel too: `dvc exp push` to a git remote, `dvc exp pull` in the clone.
+    origin = tmp_path / "origin.git"
+    for cmd, where in (
+        (["git", "init", "-q", "--bare", str(origin)], dvc_repo),
+        (["git", "remote", "add", "origin", str(origin)], dvc_repo),
+        (["dvc", "exp", "run", "-n", "shared-exp", "-S", "cnn_lstm.epochs=3", "cnn_lstm"], dvc_repo),
+        (["dvc", "exp", "push", "origin", "shared-exp"], dvc_repo),
+        (["git", "remote", "set-url", "origin", str(origin)], clone),
+        (["dvc", "exp", "pull", "origin", "shared-exp"], clone),
+    ):
+        done = run(cmd, where)
+        assert done.returncode == 0, " ".join(cmd) + done.stdout + done.stderr
+    assert "shared-exp" in run(["dvc", "exp", "list", "--name-only"], clone).stdout

@@ -148,7 +148,9 @@ def run_experiment(root: Path, request: ExperimentRequest) -> ExperimentResult:
         command += ["-C", path]
     command.append(request.stage)
     log.info("dvc experiment %s: %s", name, " ".join(command[3:]))
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    # Stage commands say `python ...`: make it this interpreter, which has trade_agent installed.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env)
     output = done.stdout + done.stderr
     log.debug("dvc exp run output:\n%s", output)

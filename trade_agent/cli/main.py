@@ -13,6 +13,7 @@ from trade_agent import __version__
 from trade_agent.cli.backtest import backtest
 from trade_agent.cli.data import data_app
 from trade_agent.cli.errors import exit_with, is_cli_control_flow
+from trade_agent.cli.exp import exp_app
 from trade_agent.cli.models import models_app, release
 from trade_agent.cli.train import train_app
 
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
+app.add_typer(exp_app, name="exp")
 app.command("release")(release)
 app.command("backtest")(backtest)
 

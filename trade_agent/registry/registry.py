@@ -30,7 +30,7 @@ from trade_agent.integrity import IntegrityReport
 from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text
 from trade_agent.registry.grading import PerformanceGrade, composite_score, grade_for, metric_value
 from trade_agent.registry.naming import make_model_id, resolve
-from trade_agent.registry.store import RegistryCorruptError, Store, dvc_cache_dir, locate_store
+from trade_agent.registry.store import RegistryCorruptError, Store, dvc_cache_dir, fetch_from_dvc_remote, locate_store
 from trade_agent.registry.versioning import Fingerprint, format_version, next_version, parse_version
 
 log = logging.getLogger(__name__)
@@ -481,6 +481,9 @@ class ModelRegistry:
     def restore(self, model_id: str, target: str | Path) -> Path:
         """Write the model's exact files into ``target`` (verifying every checksum).
 
+        Files come from the registry's store, else the DVC cache, else the DVC remote (pulled
+        into the cache first, e.g. in a fresh clone of a project whose models were pushed).
+
         Raises:
             IntegrityError: a file is missing everywhere or does not match its checksum.
         """
@@ -488,6 +491,7 @@ class ModelRegistry:
         target = Path(target)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise InputError(f"{target} exists and is not an empty directory; restore into a new directory")
+        self._fetch_missing(entry)
         for rel, info in sorted(entry["files"].items()):
             label = f"{entry['model_id']}/{rel}"
             try:
@@ -507,6 +511,21 @@ class ModelRegistry:
             with atomic_path(destination) as tmp:
                 shutil.copyfile(source, tmp)
         return target
+
+    def _fetch_missing(self, entry: dict[str, Any]) -> None:
+        missing = []
+        for info in entry["files"].values():
+            cached = self._dvc_cache_object(info["md5"])
+            if not self.store.object_path(info["sha256"]).is_file() and not (cached and cached.is_file()):
+                missing.append(info["md5"])
+        if missing:
+            arrived = fetch_from_dvc_remote(self.root if self.root.exists() else self.root.parent, missing)
+            log.info(
+                "registry: %d of %d missing files of %s pulled from the DVC remote",
+                arrived,
+                len(missing),
+                entry["model_id"],
+            )
 
     def load_model_dir(self, model_id: str, work_dir: str | Path) -> Path:
         """Restore into ``work_dir/<model_id>`` (verified) and return that directory."""

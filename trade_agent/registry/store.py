@@ -69,6 +69,24 @@ def dvc_cache_dir(path: Path) -> Path | None:
     return Path(found[1]) if found else None
 
 
+def fetch_from_dvc_remote(path: Path, md5s: list[str]) -> int:
+    """Pull these objects from the default DVC remote of the repository containing ``path``
+    into its cache (``dvc pull`` for single files); returns how many arrived (0 without a remote)."""
+    try:
+        from dvc.config import NoRemoteError
+        from dvc.exceptions import NotDvcRepoError
+        from dvc.repo import Repo
+        from dvc_data.hashfile.hash_info import HashInfo
+    except ImportError:  # DVC is a dependency; guard only for stripped-down installs
+        return 0
+    try:
+        with Repo(str(path.resolve()), uninitialized=False) as repo:
+            result = repo.cloud.pull([HashInfo("md5", md5) for md5 in md5s])
+    except (NoRemoteError, NotDvcRepoError):
+        return 0
+    return len(result.transferred)
+
+
 def locate_store(registry_root: Path) -> Path:
     """The store directory for a registry rooted at ``registry_root`` (see module docstring)."""
     override = os.environ.get("TRADE_AGENT_REGISTRY_STORE")
