@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from trade_agent.errors import InputError, TradeAgentError
+from trade_agent.errors import TradeAgentError
 from trade_agent.io import sha256_file
 from trade_agent.registry import ModelRegistry
 from trade_agent.registry.registry import RUN_SPECIFIC
@@ -87,18 +87,14 @@ def data_overrides(data: str, root: Path) -> tuple[dict[str, Any], list[str]]:
     """``data.*`` overrides for DATA and the paths to copy into the temporary experiment.
 
     Raises:
-        InputError: the file does not exist.
+        InputError: the file or dataset directory does not exist.
     """
-    if data in ("sample", "synthetic"):
-        return {"data.source": data}, []
-    path = Path(data).resolve()
-    if path.is_dir():
-        found = [p for p in (path / "dataset.parquet", path / "dataset.csv") if p.is_file()]
-        if not found:
-            raise InputError(f"{data}: no dataset.csv or dataset.parquet inside; run `trade-agent data pipeline -r`")
-        path = found[0]
-    if not path.is_file():
-        raise InputError(f"{data}: no such file; pass a CSV/Parquet file, a dataset directory or 'sample'")
+    from trade_agent.training.unified_manager import resolve_data
+
+    chosen = resolve_data(data)  # the same DATA rules (and errors) as an in-process run
+    if chosen.source != "file" or chosen.path is None:
+        return {"data.source": chosen.source}, []
+    path = Path(chosen.path).resolve()
     if path.is_relative_to(root) and _tracked_by_git(root, path):
         return {"data.source": "file", "data.path": path.relative_to(root).as_posix()}, []
     target = root / COPIED_DATA_DIR / f"{path.stem}.{sha256_file(path)[:8]}{path.suffix}"

@@ -51,15 +51,7 @@ class AgentRun:
 
 
 def simulator_config(params: Params) -> SimulatorConfig:
-    c = params.rl.common
-    return SimulatorConfig(
-        window=c.window,
-        max_leverage=c.max_leverage,
-        cost_bps=c.cost_bps,
-        slippage_bps=c.slippage_bps,
-        drawdown_penalty=c.drawdown_penalty,
-        episode_length=c.episode_length,
-    )
+    return SimulatorConfig.from_common(params.rl.common)
 
 
 def load_panels(

@@ -16,10 +16,14 @@ the reported portfolio value, so reward and profit agree on costs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from trade_agent.type_aliases import FloatArray, IntArray
+
+if TYPE_CHECKING:
+    from trade_agent.config.rl import RLCommonConfig
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,18 @@ class SimulatorConfig:
     slippage_bps: float = 2.0
     drawdown_penalty: float = 0.0
     episode_length: int = 256
+
+    @classmethod
+    def from_common(cls, common: RLCommonConfig, window: int | None = None) -> SimulatorConfig:
+        """The ``rl.common`` params (``window`` overrides, e.g. a hybrid's encoder length)."""
+        return cls(
+            window=window or common.window,
+            max_leverage=common.max_leverage,
+            cost_bps=common.cost_bps,
+            slippage_bps=common.slippage_bps,
+            drawdown_penalty=common.drawdown_penalty,
+            episode_length=common.episode_length,
+        )
 
 
 class PortfolioSimulator:

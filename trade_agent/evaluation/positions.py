@@ -65,17 +65,6 @@ class SplitData:
         return panel.open, panel.close, times, symbols
 
 
-def simulator(common: RLCommonConfig, window: int | None = None) -> SimulatorConfig:
-    return SimulatorConfig(
-        window=window or common.window,
-        max_leverage=common.max_leverage,
-        cost_bps=common.cost_bps,
-        slippage_bps=common.slippage_bps,
-        drawdown_penalty=common.drawdown_penalty,
-        episode_length=common.episode_length,
-    )
-
-
 def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> FloatArray:
     """Targets of a stage-2 agent (``policy.json`` without extractor) or a hybrid over the split."""
     policy, spec = load_policy(model_dir)
@@ -83,7 +72,7 @@ def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> 
     window = spec["features_extractor"]["kwargs"]["spec"]["sequence_length"] if hybrid else common.window
     panel = data.panel(window, with_embeddings=not hybrid)
     expected = int(np.prod(spec["observation_space"]["shape"]))
-    config = simulator(common, window)
+    config = SimulatorConfig.from_common(common, window)
     size = PortfolioSimulator(panel, config, 1).observation_size
     if size != expected:
         raise DataSourceError(
