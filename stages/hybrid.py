@@ -1,6 +1,7 @@
 """DVC stage `hybrid@<algo>`: the CNN-LSTM encoder inside the stage-2 agent, fine-tuned end to end."""
 
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from trade_agent.agents.hybrid import register_hybrid, train_hybrid
@@ -31,7 +32,9 @@ def main() -> None:
         Path("models/pipeline") / f"hybrid_{algo}",
         Path("metrics") / f"hybrid_{algo}.json",
         plots_path=Path("plots") / f"hybrid_{algo}" / "equity.tsv",
-        checkpoint_dir=Path("models/temp") / f"hybrid_{algo}" / inputs_hash(algo, params, inputs),
+        checkpoint_dir=Path("models/temp")
+        / f"hybrid_{algo}"
+        / inputs_hash(algo, params, inputs, asdict(params.hybrid)),
     )
     register_hybrid(run, params, CNN_LSTM, agent, default_registry(params, export=False))
 

@@ -55,3 +55,35 @@ def test_positions_of_every_model_type_are_walk_forward(tiny_stage2: dict[str, P
         assert len(prefix) == len(test_times) // 2, name  # decisions up to the bar before the cut
         np.testing.assert_allclose(prefix, whole[: len(prefix)], atol=1e-6, err_msg=name)
     assert np.abs(cases["cnn_lstm"][0]).sum() > 0  # the threshold lets it trade at all
+
+
+def test_discrete_agents_trade_their_short_flat_long_actions_and_misaligned_splits_are_refused(
+    tiny_stage2: dict[str, Path], tmp_path: Path
+) -> None:
+    import pytest
+
+    from trade_agent.agents.evaluation import run_episode
+    from trade_agent.agents.train import load_panels, simulator_config, train_agent
+    from trade_agent.errors import DataSourceError
+
+    raw = tiny_params_dict()
+    raw["rl"]["common"]["discrete"] = True
+    raw["rl"]["ppo"]["total_timesteps"] = 64
+    params = params_from_dict(raw)
+    panels = load_panels(params, tiny_stage2["features"], tiny_stage2["embeddings"], tiny_stage2["market"])
+    train_agent("ppo", params, panels, tmp_path / "discrete")
+    data = SplitData.load(tiny_stage2["features"], tiny_stage2["embeddings"], tiny_stage2["market"], "test")
+    weights = policy_weights(tmp_path / "discrete", data, params.rl.common)
+    from trade_agent.agents import load_policy
+
+    policy, _ = load_policy(tmp_path / "discrete")
+    episode = run_episode(
+        lambda obs: policy.predict(obs, deterministic=True)[0], panels["test"], simulator_config(params), discrete=True
+    )
+    np.testing.assert_array_equal(weights, episode.weights)  # actions 0/1/2 mean short/flat/long
+    # Whole units short/flat/long, scaled to gross exposure <= 1 (two assets: +-1 or +-1/2).
+    assert np.isin(np.round(np.abs(weights), 6), [0.0, 0.5, 1.0]).all()
+
+    train = SplitData.load(tiny_stage2["features"], tiny_stage2["embeddings"], tiny_stage2["market"], "train")
+    with pytest.raises(DataSourceError, match=r"decides on \d+ of the train split's \d+ bars"):
+        policy_weights(tiny_stage2["ppo"], train, params_from_dict(tiny_params_dict()).rl.common)

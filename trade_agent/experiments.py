@@ -32,6 +32,7 @@ from trade_agent.errors import TradeAgentError
 from trade_agent.io import sha256_file
 from trade_agent.registry import ModelRegistry
 from trade_agent.registry.registry import RUN_SPECIFIC
+from trade_agent.registry.store import dvc_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +179,23 @@ def _experiment_ref(root: Path, name: str) -> str:
 
 def model_of_experiment(root: Path, name: str, request: ExperimentRequest) -> str:
     """The registered model whose files are the experiment's output (by DVC md5)."""
-    lock = yaml.safe_load(
-        subprocess.run(
-            ["git", "show", f"{_experiment_ref(root, name)}:dvc.lock"], cwd=root, capture_output=True, text=True
-        ).stdout
-    )
-    outs = lock["stages"][request.stage]["outs"]
-    digest = next(o["md5"] for o in outs if o["path"] == request.out)
-    manifest = root / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
-    files = {entry["relpath"]: entry["md5"] for entry in json.loads(manifest.read_text())}
+    try:
+        lock = yaml.safe_load(
+            subprocess.run(
+                ["git", "show", f"{_experiment_ref(root, name)}:dvc.lock"], cwd=root, capture_output=True, text=True
+            ).stdout
+        )
+        outs = lock["stages"][request.stage]["outs"]
+        digest = next(o["md5"] for o in outs if o["path"] == request.out)
+        cache = dvc_cache_dir(root)
+        assert cache is not None
+        manifest = cache / "files" / "md5" / digest[:2] / digest[2:]
+        files = {entry["relpath"]: entry["md5"] for entry in json.loads(manifest.read_text())}
+    except (AssertionError, KeyError, TypeError, StopIteration, OSError, ValueError) as exc:
+        raise ExperimentFailed(
+            f"experiment {name}: cannot read its {request.out} from dvc.lock and the DVC cache ({exc}); "
+            "see `dvc exp show`"
+        ) from exc
     registry = ModelRegistry(root / "models")
     identity = {rel: md5 for rel, md5 in files.items() if rel not in RUN_SPECIFIC}
     for model in registry.list_models(request.model_type, include_archived=True):

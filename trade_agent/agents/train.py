@@ -68,8 +68,11 @@ def load_panels(
     }
 
 
-def inputs_hash(algo: str, params: Params, input_files: list[Path]) -> str:
-    """Identity of a training run's inputs; names its checkpoint directory."""
+def inputs_hash(algo: str, params: Params, input_files: list[Path], extra: dict[str, Any] | None = None) -> str:
+    """Identity of a training run's inputs; names its checkpoint directory.
+
+    ``extra``: further settings that change the run (e.g. the ``hybrid`` section).
+    """
     return sha256_text(
         canonical_json(
             {
@@ -78,6 +81,7 @@ def inputs_hash(algo: str, params: Params, input_files: list[Path]) -> str:
                 "common": asdict(params.rl.common),
                 "algo_params": asdict(getattr(params.rl, algo)),
                 "seed": params.base.seed,
+                "extra": extra or {},
             }
         )
     )[:16]

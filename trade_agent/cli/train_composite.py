@@ -43,7 +43,7 @@ def hybrid(
 ) -> None:
     """Stage 3: put the CNN-LSTM encoder inside the agent's policy (embeddings computed live,
     same actions as the agent before fine-tuning), fine-tune on DATA, register with lineage."""
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     from trade_agent.agents.hybrid import register_hybrid, train_hybrid
     from trade_agent.agents.train import inputs_hash
@@ -68,8 +68,7 @@ def hybrid(
         )
     inference = Inference(registry, params, prepared_market(data, params, output_dir), output_dir)
     cnn_lstm_dir, agent_dir = inference.restore(upstream), inference.restore(agent.model_id)
-    inference.data(cnn_lstm_dir, "train", with_embeddings=False)  # DATA scaled by the model's preprocessor
-    features = output_dir / "data" / cnn_lstm_dir.name / "features"
+    features = inference.features_dir(cnn_lstm_dir)  # DATA scaled by the model's own preprocessor
     algo = agent.model_type
     run = train_hybrid(
         algo,
@@ -82,7 +81,7 @@ def hybrid(
         output_dir / "metrics.json",
         checkpoint_dir=Path("models/temp")
         / f"hybrid_{algo}"
-        / inputs_hash(algo, params, [features / "features.parquet", agent_dir / "policy.pt"]),
+        / inputs_hash(algo, params, [features / "features.parquet", agent_dir / "policy.pt"], asdict(params.hybrid)),
     )
     model_id = register_hybrid(run, params, cnn_lstm_dir, agent_dir, registry)
     _report(model_id, run.metrics, registry.get_model(model_id).performance_grade, as_json)

@@ -22,7 +22,7 @@ from trade_agent.config.rl import RLCommonConfig
 from trade_agent.errors import InputError
 from trade_agent.evaluation.backtest import BacktestResult, backtest
 from trade_agent.evaluation.positions import SplitData, cnn_lstm_weights, policy_weights
-from trade_agent.features.build import run_features_stage
+from trade_agent.features.build import cached_features
 from trade_agent.io import read_json
 from trade_agent.models.ensemble import combine
 from trade_agent.models.store import PREPROCESSOR_DIR
@@ -66,16 +66,18 @@ class Inference:
             self.registry.restore(entry.model_id, target)
         return target
 
+    def features_dir(self, cnn_lstm_dir: Path) -> Path:
+        """This data through ``cnn_lstm_dir``'s saved preprocessor (cached per model, market content, params)."""
+        preprocessor = sorted((cnn_lstm_dir / PREPROCESSOR_DIR).iterdir())[0]
+        return cached_features(self.params, self.market, self.work_dir / "data" / cnn_lstm_dir.name, preprocessor)
+
     def data(self, cnn_lstm_dir: Path, split: str, with_embeddings: bool = True) -> SplitData:
         """The split scaled by ``cnn_lstm_dir``'s preprocessor (+ that model's embeddings)."""
-        preprocessor = sorted((cnn_lstm_dir / PREPROCESSOR_DIR).iterdir())[0]
-        out = self.work_dir / "data" / cnn_lstm_dir.name  # per model: preprocessor ids are per store
-        if not (out / "features" / "features.parquet").is_file():
-            run_features_stage(self.params, self.market, out / "features", fitted_preprocessor=preprocessor)
-        embeddings = out / "embeddings.parquet"
+        features = self.features_dir(cnn_lstm_dir)
+        embeddings = features / "embeddings.parquet"
         if with_embeddings and not embeddings.is_file():
-            run_embed_stage(cnn_lstm_dir, out / "features", embeddings)
-        return SplitData.load(out / "features", embeddings if with_embeddings else None, self.market, split)
+            run_embed_stage(cnn_lstm_dir, features, embeddings)
+        return SplitData.load(features, embeddings if with_embeddings else None, self.market, split)
 
     def positions(self, model_id: str, split: str) -> Positions:
         entry = self.registry.get_model(model_id)

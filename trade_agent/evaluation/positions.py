@@ -79,10 +79,9 @@ def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> 
             f"{model_dir}: the policy observes {expected} values but this data gives {size} "
             "(other features, assets or window); evaluate it on data shaped like its training data"
         )
-    episode = run_episode(
-        lambda obs: policy.predict(obs, deterministic=True)[0], panel, config, spec.get("discrete", False)
-    )
-    return np.asarray(episode.weights, dtype=np.float64)
+    discrete = spec["action_space"]["type"] == "MultiDiscrete"  # short/flat/long actions, not weights
+    episode = run_episode(lambda obs: policy.predict(obs, deterministic=True)[0], panel, config, discrete)
+    return aligned(np.asarray(episode.weights, dtype=np.float64), data, str(model_dir))
 
 
 def cnn_lstm_weights(data: SplitData, threshold: float, max_leverage: float) -> FloatArray:
@@ -92,4 +91,19 @@ def cnn_lstm_weights(data: SplitData, threshold: float, max_leverage: float) -> 
     direction = np.where(probabilities[..., 2] > threshold, 1.0, 0.0) - np.where(
         probabilities[..., 0] > threshold, 1.0, 0.0
     )
-    return direction * max_leverage / panel.n_assets
+    return aligned(direction * max_leverage / panel.n_assets, data, "the CNN-LSTM")
+
+
+def aligned(weights: FloatArray, data: SplitData, model: str) -> FloatArray:
+    """Weights must cover every decision bar of the split, or a backtest would shift them.
+
+    Raises:
+        DataSourceError: the model's window or embeddings do not reach the split's first bar.
+    """
+    decisions = len(data.prices()[0]) - 1
+    if len(weights) != decisions:
+        raise DataSourceError(
+            f"{model}: decides on {len(weights)} of the {data.split} split's {decisions} bars (its window or the "
+            "embeddings reach back before the data); evaluate on the val or test split, or supply earlier bars"
+        )
+    return weights

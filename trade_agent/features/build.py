@@ -173,6 +173,61 @@ def save_preprocessor(feature_set: FeatureSet, params: Params, root: Path, sourc
     return path.name
 
 
+def features_params_key(params: Params) -> str:
+    """Identity of everything the ``features`` stage reads from params."""
+    from trade_agent.io import canonical_json, sha256_text
+
+    sections = {
+        "features": asdict(params.features),
+        "sentiment": asdict(params.sentiment),
+        "labels": asdict(params.labels),
+        "splits": asdict(params.splits),
+        "preprocessing": asdict(params.preprocessing),
+        "max_gap": params.data.max_gap,
+    }
+    return sha256_text(canonical_json(sections))[:16]
+
+
+def cached_features(
+    params: Params, market_path: Path, cache_root: Path, fitted_preprocessor: Path | None = None
+) -> Path:
+    """The features stage's outputs for these inputs under ``cache_root`` (built once).
+
+    Keyed by the market file's content, the features params and the preprocessor; built in a
+    temporary directory and renamed into place, so concurrent builders never see half a
+    directory (the first rename wins, the others discard theirs).
+    """
+    import os
+    import tempfile
+
+    from trade_agent.io import canonical_json, sha256_file, sha256_text
+
+    key = sha256_text(
+        canonical_json(
+            {
+                "market": sha256_file(market_path),
+                "params": features_params_key(params),
+                "preprocessor": fitted_preprocessor.name if fitted_preprocessor is not None else None,
+            }
+        )
+    )[:16]
+    target = cache_root / key
+    if (target / "metrics.json").is_file():  # written last
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root))
+    try:
+        run_features_stage(params, market_path, tmp, fitted_preprocessor=fitted_preprocessor)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "metrics.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def run_features_stage(
     params: Params, market_path: Path, out_dir: Path, fitted_preprocessor: Path | None = None
 ) -> FeatureSet:

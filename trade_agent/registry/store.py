@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from trade_agent.io import atomic_path, sha256_file
 
 INDEX_FILE = "index.json"
 FORMAT = 1
+log = logging.getLogger(__name__)
 STORE_DIR_NAME = "trade-agent-registry"
 
 
@@ -79,10 +81,15 @@ def fetch_from_dvc_remote(path: Path, md5s: list[str]) -> int:
         from dvc_data.hashfile.hash_info import HashInfo
     except ImportError:  # DVC is a dependency; guard only for stripped-down installs
         return 0
+    from dvc.exceptions import DvcException
+
     try:
         with Repo(str(path.resolve()), uninitialized=False) as repo:
             result = repo.cloud.pull([HashInfo("md5", md5) for md5 in md5s])
     except (NoRemoteError, NotDvcRepoError):
+        return 0
+    except (DvcException, OSError) as exc:  # unreachable remote, credentials...: report the files missing
+        log.warning("registry: could not pull from the DVC remote: %s", exc)
         return 0
     return len(result.transferred)
 

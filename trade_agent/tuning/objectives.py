@@ -13,30 +13,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import optuna
 
 from trade_agent.config import Params
-from trade_agent.io import canonical_json, sha256_text
 from trade_agent.tuning.study import apply_trial_params, suggest
 
 log = logging.getLogger(__name__)
 Objective = Callable[[optuna.Trial], float]
-
-
-def features_key(params: Params) -> str:
-    """Identity of everything the ``features`` stage reads from params."""
-    sections = {
-        "features": asdict(params.features),
-        "sentiment": asdict(params.sentiment),
-        "labels": asdict(params.labels),
-        "splits": asdict(params.splits),
-        "preprocessing": asdict(params.preprocessing),
-        "max_gap": params.data.max_gap,
-    }
-    return sha256_text(canonical_json(sections))[:16]
 
 
 def _pruner_hook(trial: optuna.Trial) -> Callable[[int, float], None]:
@@ -49,7 +34,7 @@ def _pruner_hook(trial: optuna.Trial) -> Callable[[int, float], None]:
 
 
 def cnn_lstm_objective(params: Params, market: Path, work_dir: Path) -> Objective:
-    from trade_agent.features.build import run_features_stage
+    from trade_agent.features.build import cached_features
     from trade_agent.training.cnn_lstm import train_cnn_lstm
 
     search = params.optimize.search("cnn_lstm")
@@ -57,9 +42,7 @@ def cnn_lstm_objective(params: Params, market: Path, work_dir: Path) -> Objectiv
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, search.space) | {"cnn_lstm.epochs": search.budget}
         trial_params = apply_trial_params(params, values)
-        features_dir = work_dir / "features" / features_key(trial_params)
-        if not (features_dir / "features.parquet").is_file():
-            run_features_stage(trial_params, market, features_dir)
+        features_dir = cached_features(trial_params, market, work_dir / "features")
         report = _pruner_hook(trial)
         run = train_cnn_lstm(
             trial_params,

@@ -87,6 +87,21 @@ def work(spec: SearchSpec, worker: int = 0) -> None:
     run_study(study, _objective(spec, params), spec.n_trials, spec.timeout)
 
 
+def _helper(spec: SearchSpec, worker: int) -> None:
+    """Entry of a spawned worker: its log goes to logs/training.log, its error to one line."""
+    import sys
+
+    from trade_agent.cli.errors import report_error
+    from trade_agent.log import setup_logging
+
+    setup_logging()
+    try:
+        work(spec, worker)
+    except Exception as exc:
+        log.debug("search worker %d failed", worker, exc_info=True)
+        sys.exit(report_error(exc))
+
+
 def search(spec: SearchSpec, n_jobs: int = 1, out_dir: Path | None = None) -> tuple[Params, dict[str, Any]]:
     """Run the search with ``n_jobs`` processes; returns the params with the best trial's
     values and the summary written to ``out_dir`` (``best_params.json``, ``trials.csv``).
@@ -94,8 +109,10 @@ def search(spec: SearchSpec, n_jobs: int = 1, out_dir: Path | None = None) -> tu
     Raises:
         TradeAgentError: a worker process failed, or no trial completed.
     """
+    # Create the study (and its tables) once, before any worker races to do it.
+    open_study(spec.study_name, spec.direction, params_from_dict(spec.params), spec.storage)
     context = multiprocessing.get_context("spawn")
-    helpers = [context.Process(target=work, args=(spec, k), daemon=True) for k in range(1, n_jobs)]
+    helpers = [context.Process(target=_helper, args=(spec, k), daemon=True) for k in range(1, n_jobs)]
     for process in helpers:
         process.start()
     try:

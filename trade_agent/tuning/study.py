@@ -5,7 +5,8 @@
   the same command again continues the same study.
 * ``n_trials`` is the study's target: a run stops when the study holds that many finished
   (complete or pruned) trials, whoever ran them - a resumed study continues its count, and
-  several processes on one study finish ``n_trials`` in total, never more.
+  several processes on one study stop once it holds ``n_trials`` finished trials (trials
+  already running in other workers then still finish: at most ``n_trials + workers - 1``).
 * TPE sampler seeded from ``base.seed`` plus the number of trials the study held when this
   worker started (so concurrent workers do not propose the same points); median pruner.
 * A trial is fully described by its params: :func:`apply_trial_params` turns them into a
