@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.backtest import bench_backtest
+from benchmarks.distributed import bench_distributed
 from benchmarks.reference_features import reference_features
 from benchmarks.rl_env import bench_env, bench_ppo
 from trade_agent.config import CnnLstmConfig, FeaturesConfig
@@ -122,7 +123,15 @@ def main() -> None:
     parser.add_argument("--ppo-steps", type=int, default=8192)
     parser.add_argument("--backtest-bars", type=int, default=1_000_000)
     parser.add_argument("--loop-bars", type=int, default=50_000)
-    parser.add_argument("--only", choices=["features", "trainer", "env", "ppo", "backtest"], default=None)
+    parser.add_argument(
+        "--dist-bars", type=int, default=4000, help="bars per symbol (4 symbols) for --only distributed"
+    )
+    parser.add_argument("--dist-epochs", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (distributed benchmark)")
+    parser.add_argument("--nproc", type=int, default=2, help="processes (GPUs) of the distributed benchmark")
+    parser.add_argument(
+        "--only", choices=["features", "trainer", "env", "ppo", "backtest", "distributed"], default=None
+    )
     args = parser.parse_args()
     if args.only in (None, "features"):
         bench_features(args.symbols, args.bars, args.repeat)
@@ -135,6 +144,8 @@ def main() -> None:
     if args.only in (None, "ppo"):
         torch.set_num_threads(args.threads)
         bench_ppo(args.ppo_steps)
+    if args.only in (None, "distributed"):
+        bench_distributed(args.dist_bars, args.dist_epochs, args.device, args.nproc)
 
 
 if __name__ == "__main__":

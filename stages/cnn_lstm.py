@@ -1,4 +1,8 @@
-"""DVC stage `cnn_lstm`: train the CNN-LSTM on the `features` outputs."""
+"""DVC stage `cnn_lstm`: train the CNN-LSTM on the `features` outputs.
+
+With `distributed.enabled: true` the stage launches DeepSpeed/torchrun processes; rank 0
+writes the same outputs and registers the model.
+"""
 
 from pathlib import Path
 
@@ -7,18 +11,30 @@ from trade_agent.config import load_params
 from trade_agent.log import setup_logging
 from trade_agent.registry import default_registry
 from trade_agent.training.cnn_lstm import register_cnn_lstm, train_cnn_lstm
+from trade_agent.training.launch import launch_cnn_lstm
+
+FEATURES = Path("data/features")
+MODEL = Path("models/pipeline/cnn_lstm")
+METRICS = Path("metrics/cnn_lstm.json")
+LIVE = Path("dvclive/cnn_lstm")
 
 
 def main() -> None:
     setup_logging()
     params = load_params("params.yaml")
-    run = train_cnn_lstm(
-        params,
-        features_dir=Path("data/features"),
-        model_dir=Path("models/pipeline/cnn_lstm"),
-        metrics_path=Path("metrics/cnn_lstm.json"),
-        live_dir=Path("dvclive/cnn_lstm"),
-    )
+    if params.distributed.enabled:
+        launch_cnn_lstm(
+            params,
+            FEATURES,
+            MODEL,
+            run_dir=Path("models/temp/distributed/cnn_lstm"),
+            registry_root=Path("models"),
+            export_registry=False,
+            metrics_path=METRICS,
+            live_dir=LIVE,
+        )
+        return
+    run = train_cnn_lstm(params, FEATURES, MODEL, metrics_path=METRICS, live_dir=LIVE)
     # Into the shared store only: registry.json is rewritten by `train`/`models export`.
     register_cnn_lstm(run.model_dir, params, default_registry(params, export=False), run.duration_s)
 

@@ -32,6 +32,10 @@ def test_benchmarks_run_and_report_ratios() -> None:
             "3000",
             "--loop-bars",
             "500",
+            "--dist-bars",
+            "400",
+            "--dist-epochs",
+            "1",
         ],
         capture_output=True,
         text=True,
@@ -39,6 +43,7 @@ def test_benchmarks_run_and_report_ratios() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "speed-up vs pandas baseline" in result.stdout and "throughput ratio" in result.stdout
+    assert result.stdout.count("speed-up vs 1 process x 2 threads") == 2  # torchrun and DeepSpeed
     assert "ratio (real / constant)" in result.stdout and "ratio (ours / loop)" in result.stdout
     # gym-anytrading is a bench-only extra: measured when installed, named when not.
     assert "ratio (native / gym-anytrading)" in result.stdout or "gym-anytrading is not installed" in result.stdout

@@ -178,7 +178,7 @@ def test_cuda_fallback_is_loud_and_recorded(
     assert meta["device"]["fallback_reason"] == "CUDA failed to initialise (driver error)"
     assert meta["warnings"] == ["trained on CPU: CUDA failed to initialise (driver error)"]
     assert "TRAINING ON CPU INSTEAD of cuda" in caplog.text
-    raw["cnn_lstm"]["strict_device"] = True
+    raw["cnn_lstm"]["fallback_to_cpu"] = False
     with pytest.raises(DeviceError, match="device 'cuda' requested but CUDA failed to initialise"):
         train_cnn_lstm(params_from_dict(raw), tiny_features_dir, tmp_path / "n", checkpoint_root=None)
     assert not (tmp_path / "n").exists()

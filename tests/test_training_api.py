@@ -131,11 +131,10 @@ def test_cli_trains_and_prints_metrics(bars_file: Path, tmp_path: Path, monkeypa
     assert "balanced_accuracy" in table.output and "directional_accuracy" in table.output
 
 
-@pytest.mark.parametrize("flag", ["--distributed"])
-def test_cli_unavailable_options_fail_clearly(flag: str, bars_file: Path) -> None:
-    result = runner.invoke(app, ["train", "cnn-lstm-enhanced", str(bars_file), flag])
+def test_cli_distributed_options_need_distributed(bars_file: Path) -> None:
+    result = runner.invoke(app, ["train", "cnn-lstm-enhanced", str(bars_file), "--zero-stage", "2"])
     assert result.exit_code == 2
-    assert "is not available yet" in result.output
+    assert "--zero-stage needs --distributed" in result.output
 
 
 def test_cli_bad_data_is_one_line(tmp_path: Path) -> None:
@@ -221,3 +220,25 @@ def test_cli_trains_agents_on_a_new_or_a_registered_cnn_lstm(bars_file: Path, tm
     assert wrong.output.startswith("error: ppo_v1.0.0") and "is a ppo model, not cnn_lstm" in wrong.output
     unknown = runner.invoke(app, ["train", "td3", str(bars_file), "--cnn-lstm-model", "cnn_lstm_v9"])
     assert unknown.exit_code == 2 and "cnn_lstm_v9" in unknown.output and len(unknown.output.splitlines()) == 1
+
+
+def test_corrupted_upstream_fails_before_any_data_work(tiny_stage2: dict[str, Path], tmp_path: Path) -> None:
+    from trade_agent.errors import IntegrityError
+    from trade_agent.training.cnn_lstm import register_cnn_lstm
+
+    params = params_from_dict(tiny_params_dict())
+    registry = ModelRegistry(tmp_path / "models", grading=params.grading)
+    model_id = register_cnn_lstm(tiny_stage2["cnn_lstm"], params, registry)
+    assert registry.check_upstream([model_id]) == [model_id]
+    weights = registry.get_model(model_id).files["model.pt"]["sha256"]
+    stored = registry.store.object_path(weights)
+    stored.chmod(0o644)
+    stored.write_bytes(stored.read_bytes()[:-8])  # a truncated copy in the store
+
+    manager = UnifiedTrainingManager(checkpoint_root=tmp_path / "temp", registry_root=tmp_path / "models")
+    out = tmp_path / "run"
+    result = manager.train_model(TrainingConfig("ppo", "synthetic", str(out), params=params, cnn_lstm_model=model_id))
+    assert result.status == "failed" and isinstance(result.exception, IntegrityError)
+    assert result.error_message.startswith(f"upstream model {model_id}: {model_id}/model.pt")
+    assert "retrain it before training on it" in result.error_message
+    assert not out.exists()  # failed before preparing data or training anything

@@ -53,3 +53,7 @@ class PreprocessorNotFoundError(PreprocessorError, InputError):
 
 class IntegrityError(TradeAgentError):
     """A stored artifact does not match its recorded checksum."""
+
+
+class TrainingError(TradeAgentError):
+    """Training cannot continue (out of memory below the minimum batch, failed distributed run)."""

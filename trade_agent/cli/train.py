@@ -11,7 +11,7 @@ from trade_agent.cli.backtest import benchmark
 from trade_agent.cli.models import info, list_models
 from trade_agent.cli.tables import make_console
 from trade_agent.cli.train_composite import ensemble, hybrid
-from trade_agent.errors import TradeAgentError
+from trade_agent.errors import InputError, TradeAgentError
 from trade_agent.log import setup_logging
 from trade_agent.training.unified_manager import TrainingConfig, TrainingResult, UnifiedTrainingManager
 
@@ -126,16 +126,33 @@ def _finish(result: TrainingResult, as_json: bool) -> None:
         console.print(f"registered [bold]{result.model_id}[/] (grade {result.performance_grade})")
 
 
+def _batch_size(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise typer.BadParameter(f"'{value}' is not a positive integer or auto")
+    return int(value)
+
+
 def cnn_lstm_enhanced(
     data: Annotated[str, typer.Argument(help="CSV/Parquet file, a `data pipeline -r` dataset dir, or 'sample'.")],
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs (default: params.yaml).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: params.yaml).")] = None,
+    batch_size: Annotated[
+        str | None,
+        typer.Option(
+            callback=lambda v: _batch_size(v),
+            help="Samples per step, or auto: the largest that fits in memory (default: params.yaml).",
+        ),
+    ] = None,
     learning_rate: Annotated[float | None, typer.Option(help="AdamW learning rate (default: params.yaml).")] = None,
     sequence_length: Annotated[int | None, typer.Option(help="Input window in bars (default: params.yaml).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: params base.device).")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32, bf16 or fp16 (CUDA only).")] = None,
-    strict_device: Annotated[
-        bool | None, typer.Option("--strict-device/--no-strict-device", help="Error instead of falling back to CPU.")
+    fallback_to_cpu: Annotated[
+        bool | None,
+        typer.Option(
+            "--fallback-to-cpu/--no-fallback-to-cpu", help="Train on CPU (with a warning) when CUDA fails to start."
+        ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Resume an interrupted run of the same inputs.")] = True,
     output_dir: Annotated[Path, typer.Option(help="Working directory of this run.")] = Path("models/runs/cnn_lstm"),
@@ -148,7 +165,28 @@ def cnn_lstm_enhanced(
     storage: StorageOption = None,
     n_jobs: JobsOption = 1,
     study_name: StudyOption = None,
-    distributed: Annotated[bool, typer.Option(help="DeepSpeed training (not available yet).")] = False,
+    distributed: Annotated[
+        bool, typer.Option(help="Several processes: DeepSpeed (default) or torchrun; settings: params distributed:.")
+    ] = False,
+    nproc: Annotated[
+        int | None, typer.Option(min=1, help="Processes per node (default: one per GPU, 2 on CPU).")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="deepspeed or torchrun (--distributed).")] = None,
+    zero_stage: Annotated[int | None, typer.Option(min=0, max=3, help="DeepSpeed ZeRO stage 0-3.")] = None,
+    offload: Annotated[
+        bool | None, typer.Option("--offload/--no-offload", help="ZeRO optimizer offload to host memory (CUDA).")
+    ] = None,
+    deepspeed_config: Annotated[
+        Path | None, typer.Option(help="Your DeepSpeed JSON; its keys override the generated config.")
+    ] = None,
+    hostfile: Annotated[Path | None, typer.Option(help="DeepSpeed hostfile for several machines.")] = None,
+    master_addr: Annotated[str | None, typer.Option(help="Rendezvous host of a multi-node run.")] = None,
+    master_port: Annotated[int | None, typer.Option(help="Rendezvous port of a multi-node run.")] = None,
+    nnodes: Annotated[int | None, typer.Option(min=1, help="Machines in a multi-node run.")] = None,
+    node_rank: Annotated[int | None, typer.Option(min=0, help="This machine's index in a multi-node run.")] = None,
+    retries: Annotated[
+        int | None, typer.Option(min=0, help="Relaunches after a crash, each resuming from the last checkpoint.")
+    ] = None,
     no_dvc: NoDvcOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -169,7 +207,7 @@ def cnn_lstm_enhanced(
             "features.sequence_length": sequence_length,
             "base.device": device,
             "cnn_lstm.precision": precision,
-            "cnn_lstm.strict_device": strict_device,
+            "cnn_lstm.fallback_to_cpu": fallback_to_cpu,
         }
         _run_as_experiment(root, "cnn_lstm", "models/pipeline/cnn_lstm", "cnn_lstm", data, options, as_json)
         return
@@ -177,12 +215,29 @@ def cnn_lstm_enhanced(
     extra: dict[str, Any] = {"params": params, "resume": resume}
     if optimize:
         extra |= _search_extras(timeout, storage, n_jobs, study_name)
-    if strict_device is not None:
-        extra["strict_device"] = strict_device
+    if fallback_to_cpu is not None:
+        extra["fallback_to_cpu"] = fallback_to_cpu
     if sequence_length is not None:
         extra["sequence_length"] = sequence_length
     if precision is not None:
         extra["precision"] = precision
+    distributed_options = {
+        "nproc": nproc,
+        "backend": backend,
+        "zero_stage": zero_stage,
+        "offload": offload,
+        "deepspeed_config": str(deepspeed_config) if deepspeed_config else None,
+        "hostfile": str(hostfile) if hostfile else None,
+        "master_addr": master_addr,
+        "master_port": master_port,
+        "nnodes": nnodes,
+        "node_rank": node_rank,
+        "retries": retries,
+    }
+    given = {k: v for k, v in distributed_options.items() if v is not None}
+    if given and not distributed:
+        raise InputError(f"--{next(iter(given)).replace('_', '-')} needs --distributed")
+    extra |= given
     config = TrainingConfig(
         "cnn_lstm",
         data,

@@ -66,6 +66,7 @@ def hybrid(
             f"--cnn-lstm-model {cnn_lstm_model}: {agent.model_id} was trained on {upstream}'s embeddings; "
             "a hybrid must use that CNN-LSTM (omit the option)"
         )
+    registry.check_upstream([agent.model_id])  # the agent and its CNN-LSTM, before any data work
     inference = Inference(registry, params, prepared_market(data, params, output_dir), output_dir)
     cnn_lstm_dir, agent_dir = inference.restore(upstream), inference.restore(agent.model_id)
     features = inference.features_dir(cnn_lstm_dir)  # DATA scaled by the model's own preprocessor
@@ -115,6 +116,7 @@ def ensemble(
     wrong = [e.model_id for e in entries if e.model_type not in ("ppo", "sac", "td3", "hybrid", "ensemble")]
     if wrong:
         raise InputError(f"--models {wrong[0]}: ensembles combine agents and hybrids (a CNN-LSTM has no policy)")
+    registry.check_upstream(ids)
     inference = Inference(registry, params, prepared_market(data, params, output_dir), output_dir)
     runs: dict[str, Any] = {}
     for split in ("val", "test"):

@@ -1,6 +1,7 @@
 """Typed, frozen views of ``params.yaml`` (one module per group of stages)."""
 
 from trade_agent.config.data import BaseConfig, DataConfig
+from trade_agent.config.distributed import DistributedConfig
 from trade_agent.config.ensemble import EnsembleConfig
 from trade_agent.config.evaluation import EvaluateConfig
 from trade_agent.config.features import (
@@ -27,6 +28,7 @@ __all__ = [
     "BaseConfig",
     "CnnLstmConfig",
     "DataConfig",
+    "DistributedConfig",
     "EnsembleConfig",
     "EvaluateConfig",
     "FeaturesConfig",

@@ -24,7 +24,12 @@ class CnnLstmConfig:
         class_weighting: weight cross-entropy by inverse class frequency of the train split.
         regression_weight: weight of the forward-return loss (Huber on standardised returns).
         precision: ``fp32``; ``bf16`` autocast (CPU or CUDA); ``fp16`` with GradScaler (CUDA only).
-        strict_device: refuse to fall back to CPU when CUDA was requested but is unusable.
+        batch_size: samples per optimizer step, or ``auto``: the largest micro-batch that fits
+            in memory (probed from ``max_batch_size`` down, halving on out-of-memory).
+        min_batch_size: out-of-memory recovery halves the micro-batch (the optimizer step
+            keeps its samples through gradient accumulation) and gives up below this.
+        fallback_to_cpu: when CUDA was requested but fails to initialise, train on CPU with a
+            warning (recorded in the model metadata); false makes it an error.
         threads: torch intra-op threads on CPU (0: torch's default).
     """
 
@@ -38,7 +43,9 @@ class CnnLstmConfig:
     attention_heads: int = 4
     gradient_checkpointing: bool = False
     epochs: int = 20
-    batch_size: int = 256
+    batch_size: int | Literal["auto"] = 256
+    max_batch_size: int = 4096
+    min_batch_size: int = 8
     learning_rate: float = 0.001
     weight_decay: float = 0.0001
     lr_schedule: Literal["cosine", "constant"] = "cosine"
@@ -48,7 +55,7 @@ class CnnLstmConfig:
     class_weighting: bool = True
     regression_weight: float = 0.5
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    strict_device: bool = False
+    fallback_to_cpu: bool = True
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -62,7 +69,14 @@ class CnnLstmConfig:
                 f"cnn_lstm.attention_heads: {self.attention_heads} must divide lstm_hidden {self.lstm_hidden}; "
                 "pick a divisor or 0 to disable attention"
             )
-        for key in ("epochs", "batch_size", "lstm_hidden", "lstm_layers", "patience"):
+        if self.batch_size != "auto" and self.batch_size < 1:
+            raise ConfigError(f"cnn_lstm.batch_size: must be >= 1 or auto, got {self.batch_size}")
+        if not 1 <= self.min_batch_size <= self.max_batch_size:
+            raise ConfigError(
+                f"cnn_lstm.min_batch_size {self.min_batch_size} / max_batch_size {self.max_batch_size}: "
+                "need 1 <= min_batch_size <= max_batch_size"
+            )
+        for key in ("epochs", "lstm_hidden", "lstm_layers", "patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"cnn_lstm.{key}: must be >= 1, got {getattr(self, key)}")
         for key in ("weight_decay", "attention_heads", "regression_weight", "grad_clip", "warmup_epochs", "threads"):

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from trade_agent.config.data import BaseConfig, DataConfig
+from trade_agent.config.distributed import DistributedConfig
 from trade_agent.config.ensemble import EnsembleConfig
 from trade_agent.config.evaluation import EvaluateConfig
 from trade_agent.config.features import (
@@ -46,6 +47,7 @@ class Params:
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
     cnn_lstm: CnnLstmConfig = field(default_factory=CnnLstmConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)

@@ -34,13 +34,19 @@ def save_cnn_lstm(
     config: dict[str, Any],
     metadata: dict[str, Any],
     preprocessor_dir: Path | None = None,
+    extra_json: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the model directory atomically (replacing any previous one)."""
+    """Write the model directory atomically (replacing any previous one).
+
+    ``extra_json`` maps file names to objects saved beside the model (the DeepSpeed config).
+    """
     with atomic_dir(model_dir) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         torch.save(state, tmp / MODEL_FILE)
         write_json(tmp / CONFIG_FILE, {"spec": model.spec.to_dict(), **config})
         write_json(tmp / METADATA_FILE, metadata)
+        for name, obj in (extra_json or {}).items():
+            write_json(tmp / name, obj)
         if preprocessor_dir is not None:
             shutil.copytree(preprocessor_dir, tmp / PREPROCESSOR_DIR / preprocessor_dir.name)
     return model_dir

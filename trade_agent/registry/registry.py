@@ -478,6 +478,43 @@ class ModelRegistry:
         """Re-hash every stored file of the model against its recorded sha256."""
         return self._integrity(resolve(model_id, self._entries(), self._rank))
 
+    def check_upstream(self, model_ids: list[str]) -> list[str]:
+        """Before training on registered models: each one and everything in its lineage exists
+        and re-hashes to its recorded checksums (files missing locally are pulled from the
+        DVC remote first). Returns the checked ids, upstream first.
+
+        Raises:
+            InputError: an id or a dependency is not registered.
+            IntegrityError: a file is missing everywhere or corrupted; names the model and file.
+        """
+        checked: list[str] = []
+
+        def visit(model_id: str, needed_by: str | None) -> None:
+            try:
+                entry = resolve(model_id, self._entries(), self._rank)
+            except InputError as exc:
+                if needed_by is None:
+                    raise
+                raise InputError(
+                    f"{needed_by} depends on {model_id}, which is not in this registry; check out the commit whose "
+                    "models/registry.json lists it, or retrain the upstream stage"
+                ) from exc
+            for dependency in entry.get("dependencies", []):
+                if dependency not in checked:
+                    visit(dependency, entry["model_id"])
+            self._fetch_missing(entry)
+            report = self._integrity(entry)
+            if not report:
+                raise IntegrityError(
+                    f"upstream model {entry['model_id']}: {report.problems[0]}; restore it from the DVC remote "
+                    "(`dvc pull`) or retrain it before training on it"
+                )
+            checked.append(entry["model_id"])
+
+        for model_id in model_ids:
+            visit(model_id, None)
+        return checked
+
     def restore(self, model_id: str, target: str | Path) -> Path:
         """Write the model's exact files into ``target`` (verifying every checksum).
 

@@ -5,7 +5,6 @@ Used by the ``cnn_lstm`` DVC stage, ``UnifiedTrainingManager`` and the CLI alike
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import platform
 import shutil
@@ -26,12 +25,14 @@ from trade_agent.models.cnn_lstm import CNNLSTM, CNNLSTMSpec
 from trade_agent.models.store import save_cnn_lstm
 from trade_agent.registry import ModelRegistry
 from trade_agent.training.device import DeviceChoice, check_precision, select_device
-from trade_agent.training.trainer import CHECKPOINT_FILE, CNNLSTMTrainer, TrainOutcome
+from trade_agent.training.process_group import Ranks
+from trade_agent.training.trainer import CHECKPOINT_FILE, CNNLSTMTrainer, Parallelism, TrainOutcome
 from trade_agent.training.windows import WindowData
 
 log = logging.getLogger(__name__)
 
 FEATURES_FILE = "features.parquet"
+DEEPSPEED_CONFIG_FILE = "deepspeed_config.json"
 SCHEMA_FILE = "schema.json"
 
 
@@ -55,6 +56,9 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode also fills every torch.empty with NaN; correct code never reads
+    # uninitialised memory, and DeepSpeed allocates 2 GB ZeRO buckets with torch.empty.
+    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
 
 
 def inputs_hash(params: Params, features_dir: Path) -> str:
@@ -103,6 +107,9 @@ def train_cnn_lstm(
     keep_checkpoints: bool = False,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     evaluate_test: bool = True,
+    ranks: Ranks | None = None,
+    parallelism: Parallelism | None = None,
+    distributed_info: dict[str, Any] | None = None,
 ) -> CnnLstmRun:
     """Train stage 1 and write the model directory (see :mod:`trade_agent.models.store`).
 
@@ -112,11 +119,17 @@ def train_cnn_lstm(
     ``init_from`` warm-starts from another model directory of the same architecture.
     ``on_epoch`` also receives each epoch's metrics (e.g. an Optuna pruner);
     ``evaluate_test=False`` leaves the test split untouched (hyperparameter search).
+    On several processes (``ranks``/``parallelism``, see :mod:`trade_agent.training.worker`)
+    every rank trains and evaluates its shard; rank 0 alone writes the model directory,
+    metrics and curves, and ``distributed_info`` goes into its metadata.
     """
     config = params.cnn_lstm
+    ranks = ranks or Ranks.single()
     started = time.perf_counter()
     seed_everything(params.base.seed, config.threads)
-    choice = select_device(params.base.device, config.strict_device)
+    choice = select_device(params.base.device, config.fallback_to_cpu)
+    if ranks.distributed and choice.device.type == "cuda":
+        choice = DeviceChoice(torch.device("cuda", ranks.local_rank), choice.requested)
     check_precision(config.precision, choice.device)
     data, schema = load_window_data(features_dir)
     spec = CNNLSTMSpec.from_config(config, data.n_features, data.sequence_length)
@@ -128,7 +141,7 @@ def train_cnn_lstm(
         checkpoint_dir = checkpoint_root / "cnn_lstm" / inputs_hash(params, features_dir)
     if checkpoint_dir is not None and not resume:
         (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-    live = _open_live(live_dir)
+    live = _open_live(live_dir) if ranks.is_main else None
     trainer = CNNLSTMTrainer(
         model,
         data,
@@ -137,8 +150,11 @@ def train_cnn_lstm(
         seed=params.base.seed,
         checkpoint_dir=checkpoint_dir,
         on_epoch=_chain(live.log_epoch if live else None, on_epoch),
+        ranks=ranks,
+        parallelism=parallelism,
     )
     outcome = trainer.fit()
+    model = trainer.model
     metrics = {**trainer.evaluate("val"), "best_epoch": float(outcome.best_epoch)}
     if evaluate_test:
         metrics |= trainer.evaluate("test")
@@ -164,6 +180,7 @@ def train_cnn_lstm(
             "best_epoch": outcome.best_epoch,
             "stopped_early": outcome.stopped_early,
             "resumed_from_epoch": outcome.resumed_from_epoch,
+            "batch": outcome.batch,
         },
         # No wall-clock values here: the model directory (a DVC output) is byte-identical
         # across runs with the same inputs. The duration goes to the registry entry.
@@ -177,17 +194,20 @@ def train_cnn_lstm(
         "horizon": schema["horizon"],
         "preprocessor_id": preprocessor_id,
     }
-    save_cnn_lstm(model_dir, model, model_config, metadata, features_dir / "preprocessor" / preprocessor_id)
-    if metrics_path is not None:
-        write_json(metrics_path, metrics)
+    if distributed_info is not None:
+        metadata["distributed"] = distributed_info
+    if ranks.is_main:
+        extra = {DEEPSPEED_CONFIG_FILE: trainer.deepspeed_config} if trainer.deepspeed_config else {}
+        save_cnn_lstm(model_dir, model, model_config, metadata, features_dir / "preprocessor" / preprocessor_id, extra)
+        if metrics_path is not None:
+            write_json(metrics_path, metrics)
     if live is not None:
         live.close(metrics)
+    ranks.barrier()  # nobody removes checkpoints before the model is safely written
     if checkpoint_dir is not None and not keep_checkpoints:
-        # Success: nothing to resume any more. Only our file goes; the directory too if
+        # Success: nothing to resume any more. Only our files go; the directory too if
         # that leaves it empty (it may be a user's resume_from directory).
-        (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            checkpoint_dir.rmdir()
+        trainer.clear_checkpoints()
     checkpoints = sorted(checkpoint_dir.glob("*.pt")) if checkpoint_dir is not None and checkpoint_dir.exists() else []
     shown = "test" if evaluate_test else "val"
     log.info(
@@ -258,7 +278,7 @@ def _open_live(directory: Path | None) -> _LiveLog | None:
     return _LiveLog(directory) if directory is not None else None
 
 
-RUNTIME_KEYS = ("threads", "strict_device", "precision")
+RUNTIME_KEYS = ("threads", "fallback_to_cpu", "precision", "max_batch_size", "min_batch_size")
 
 
 def register_cnn_lstm(

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class DeviceError(TradeAgentError):
-    """CUDA was requested with ``strict_device`` but is missing or failed to initialise."""
+    """CUDA was requested without ``fallback_to_cpu`` but is missing or failed to initialise."""
 
     exit_code = 2
 
@@ -45,11 +45,11 @@ def _cuda_problem() -> str | None:
     return None
 
 
-def select_device(requested: str = "auto", strict: bool = False) -> DeviceChoice:
+def select_device(requested: str = "auto", fallback_to_cpu: bool = True) -> DeviceChoice:
     """Resolve ``auto``/``cpu``/``cuda`` (or ``cuda:N``).
 
     Raises:
-        DeviceError: CUDA requested, unusable, and ``strict`` is set.
+        DeviceError: CUDA requested and unusable, without ``fallback_to_cpu``.
     """
     if requested == "cpu":
         return DeviceChoice(torch.device("cpu"), requested)
@@ -60,8 +60,10 @@ def select_device(requested: str = "auto", strict: bool = False) -> DeviceChoice
         raise ConfigError(f"device '{requested}' is unknown; use auto, cpu or cuda")
     if problem is None:
         return DeviceChoice(torch.device(requested), requested)
-    if strict:
-        raise DeviceError(f"device '{requested}' requested but {problem}; use --device cpu or drop --strict-device")
+    if not fallback_to_cpu:
+        raise DeviceError(
+            f"device '{requested}' requested but {problem}; use --device cpu or set cnn_lstm.fallback_to_cpu: true"
+        )
     log.warning("%s: TRAINING ON CPU INSTEAD of %s (recorded in the model metadata)", problem, requested)
     return DeviceChoice(torch.device("cpu"), requested, fallback_reason=problem)
 

@@ -1,19 +1,24 @@
 """Supervised trainer for the CNN-LSTM: AdamW, warm-up + cosine LR, early stopping,
-gradient clipping, mixed precision, atomic per-epoch checkpoints and exact resume.
+gradient clipping, mixed precision, micro-batching with out-of-memory back-off, atomic
+per-epoch checkpoints and exact resume, on one process or several (DDP, DeepSpeed).
 
 Determinism: the model is initialised from ``seed``; batch order comes from a dedicated
 ``torch.Generator`` and dropout from torch's global RNG, and both states go into every
 checkpoint, so a run killed after epoch k and resumed ends with the same weights as an
 uninterrupted run.
+
+Several processes: every rank draws the same batch order and takes its contiguous shard
+of each global batch (no overlap). Losses are normalised over the global batch, so with
+LayerNorm and no dropout N processes compute the single-process step up to rounding.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,16 +31,42 @@ from torch import nn
 from torch.nn import functional as F
 
 from trade_agent.config import CnnLstmConfig
+from trade_agent.errors import ConfigError
 from trade_agent.evaluation.metrics import prediction_metrics
-from trade_agent.io import atomic_path
+from trade_agent.io import atomic_path, read_json, write_json
 from trade_agent.models.cnn_lstm import CNNLSTM
-from trade_agent.training.device import autocast_dtype
+from trade_agent.training import faults
+from trade_agent.training.engines import DDPEngine, DeepSpeedEngine, Engine, LocalEngine
+from trade_agent.training.memory import BatchPlan, is_out_of_memory, probe_micro_batch, release_memory
+from trade_agent.training.process_group import Ranks
 from trade_agent.training.windows import WindowData
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+COMPLETE_MARKER = "complete.json"
 EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How the ranks share training (the default: one local process).
+
+    Attributes:
+        backend: ``local``, ``ddp`` (torchrun) or ``deepspeed``.
+        micro_batch: samples per forward/backward per rank; ``None``: the global batch
+            ``cnn_lstm.batch_size`` split evenly (or probed when it is ``auto``).
+        gradient_accumulation: micro-batches per step per rank (when ``micro_batch`` is None).
+        precision / grad_clip: the distributed run's (``distributed`` params, else cnn_lstm's).
+        deepspeed_config: generated config; the batch keys are filled in by the trainer.
+    """
+
+    backend: str = "local"
+    micro_batch: int | None = None
+    gradient_accumulation: int = 1
+    precision: str | None = None
+    grad_clip: float | None = None
+    deepspeed_config: dict[str, Any] | None = None
 
 
 @dataclass
@@ -47,6 +78,7 @@ class TrainOutcome:
     stopped_early: bool
     resumed_from_epoch: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    batch: dict[str, Any] = field(default_factory=dict)
 
 
 def class_weights(direction: torch.Tensor) -> torch.Tensor:
@@ -63,13 +95,15 @@ class CNNLSTMTrainer:
 
     Args:
         model: the network (already on ``device``).
-        data: windows and targets.
+        data: windows and targets (every rank holds all of it and reads its shard).
         config: the ``cnn_lstm`` params section.
         device: where to train.
         seed: seeds the batch order.
         checkpoint_dir: where per-epoch checkpoints go (``None`` disables them). Keep it
             outside DVC outputs: DVC deletes outputs before re-running a stage.
         on_epoch: called with ``(epoch, logged metrics)`` after each epoch (dvclive).
+        ranks: this process's rank among the training processes.
+        parallelism: backend and batch split across ranks.
     """
 
     def __init__(
@@ -81,82 +115,228 @@ class CNNLSTMTrainer:
         seed: int,
         checkpoint_dir: Path | None = None,
         on_epoch: EpochCallback | None = None,
+        ranks: Ranks | None = None,
+        parallelism: Parallelism | None = None,
     ) -> None:
         self.model, self.data, self.config, self.device = model, data, config, device
+        self.ranks = ranks or Ranks.single()
+        self.parallelism = parallelism or Parallelism()
         self.checkpoint_dir = checkpoint_dir
         self.on_epoch = on_epoch
         self.generator = torch.Generator().manual_seed(seed)
         train_ends = data.ends["train"]
-        if len(train_ends) == 0:
-            raise ValueError("no training windows; the features stage produced an empty train split")
+        if len(train_ends) < self.ranks.world_size:
+            raise ConfigError(
+                f"{len(train_ends)} training windows for {self.ranks.world_size} processes; "
+                "use fewer processes or more data"
+            )
         train_returns = data.returns[train_ends]
         # Regression in units of the training returns' spread keeps both losses O(1).
         self.return_scale = float(train_returns.std()) or 1.0
         weights = class_weights(data.direction[train_ends]) if config.class_weighting else torch.ones(3)
-        self.class_weights = weights.to(device)
+        self.class_weights, self._cpu_class_weights = weights.to(device), weights
+        # Injected faults fire inside the network's forward, where real allocations fail
+        # (after DDP's own pre-forward collectives).
+        self.steps_done = 0
+        self._fault_hook = model.register_forward_pre_hook(self._inject_faults)
+        self.plan = self._batch_plan()
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        self.steps_per_epoch = math.ceil(len(train_ends) / config.batch_size)
+        self.steps_per_epoch = math.ceil(len(train_ends) / self.plan.global_batch)
         total, warmup = config.epochs * self.steps_per_epoch, config.warmup_epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _lr_lambda(config.lr_schedule, warmup, total)
         )
-        self.autocast = autocast_dtype(config.precision)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16" and device.type == "cuda")
+        self.deepspeed_config: dict[str, Any] | None = None
+        self.engine = self._build_engine()
 
-    # -- one pass ------------------------------------------------------------------
+    # -- batch sizes and engine -------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast)
+    def _batch_plan(self) -> BatchPlan:
+        world, p = self.ranks.world_size, self.parallelism
+        n_train = len(self.data.ends["train"])
+        if p.micro_batch is not None:
+            micro = p.micro_batch
+            global_batch = micro * world * p.gradient_accumulation
+        elif self.config.batch_size == "auto":
+            # Powers of two from the largest that the data or max_batch_size allows.
+            start = 2 ** int(math.log2(min(self.config.max_batch_size, math.ceil(n_train / world))))
+            micro = probe_micro_batch(self._try_micro_batch, start, self.config.min_batch_size, self.ranks.any)
+            global_batch = micro * world * p.gradient_accumulation
+        else:
+            global_batch = int(self.config.batch_size)
+            micro = math.ceil(global_batch / (world * p.gradient_accumulation))
+        plan = BatchPlan(global_batch, micro, world, minimum=min(self.config.min_batch_size, micro))
+        log.info(
+            "batch: %d samples per step = %d rank(s) x %d micro-batch(es) of <= %d",
+            plan.global_batch,
+            world,
+            plan.accumulation,
+            plan.micro_batch,
+        )
+        return plan
 
-    def _loss(self, logits: torch.Tensor, predicted: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-        direction = self.data.direction[ends].to(self.device)
-        target = (self.data.returns[ends] / self.return_scale).to(self.device)
-        classification = F.cross_entropy(logits.float(), direction, weight=self.class_weights)
-        regression = F.huber_loss(predicted.float(), target)
-        return classification + self.config.regression_weight * regression
+    def _try_micro_batch(self, size: int) -> None:
+        """Forward and backward on ``size`` training windows; leaves no gradients or RNG use."""
+        rows = self.ranks.shard(self.data.ends["train"])[:size]
+        rng = torch.get_rng_state()
+        self.model.train()
+        try:
+            logits, predicted = self.model(self.data.windows(rows).to(self.device))
+            (logits.float().sum() + predicted.float().sum()).backward()
+        finally:
+            self.model.zero_grad(set_to_none=True)
+            torch.set_rng_state(rng)
+
+    def _inject_faults(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if module.training:
+            faults.before_forward(len(inputs[0]), self.steps_done, self.ranks.rank)
+
+    def _build_engine(self) -> Engine:
+        p = self.parallelism
+        precision = p.precision or self.config.precision
+        grad_clip = self.config.grad_clip if p.grad_clip is None else p.grad_clip
+        if p.backend == "deepspeed":
+            self.deepspeed_config = {
+                **(p.deepspeed_config or {}),
+                "train_micro_batch_size_per_gpu": self.plan.micro_batch,
+                "gradient_accumulation_steps": self.plan.accumulation,
+                "train_batch_size": self.plan.micro_batch * self.plan.accumulation * self.ranks.world_size,
+            }
+            return DeepSpeedEngine(
+                self.model, self.optimizer, self.scheduler, self.deepspeed_config, self.ranks.world_size
+            )
+        args = (self.model, self.optimizer, self.scheduler, grad_clip, precision, self.device)
+        if p.backend == "ddp":
+            return DDPEngine(*args, world_size=self.ranks.world_size)
+        return LocalEngine(*args)
+
+    # -- one step -------------------------------------------------------------------
+
+    def _normalisers(self, rows: torch.Tensor) -> tuple[float, float]:
+        """Class-weight total and row count of a whole (global) batch or split."""
+        labelled = self.data.direction[rows] >= 0
+        weight = float(self._cpu_class_weights[self.data.direction[rows][labelled]].sum())
+        return weight or 1.0, float(max(int(labelled.sum()), 1))
+
+    def _loss_sums(
+        self, logits: torch.Tensor, predicted: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class-weighted cross-entropy sum and Huber sum over the labelled ``rows``."""
+        direction = self.data.direction[rows].to(self.device)
+        labelled = direction >= 0
+        target = (self.data.returns[rows] / self.return_scale).to(self.device)
+        classification = F.cross_entropy(
+            logits.float(), direction.clamp(min=0), weight=self.class_weights, reduction="none"
+        )
+        regression = F.huber_loss(predicted.float(), target, reduction="none")
+        return (classification * labelled).sum(), (regression * labelled).sum()
+
+    def _micro_loss(self, rows: torch.Tensor, norms: tuple[float, float]) -> torch.Tensor:
+        logits, predicted = self.engine.forward(self.data.windows(rows))
+        classification, regression = self._loss_sums(logits, predicted, rows)
+        return classification / norms[0] + self.config.regression_weight * regression / norms[1]
+
+    def _step(self, batch: torch.Tensor) -> float:
+        """One optimizer step on a global batch; returns this rank's share of its loss.
+
+        An out-of-memory error in a forward pass (on any rank: the ranks agree before
+        backward) halves the micro-batch and re-splits what is left of this rank's shard;
+        the gradients accumulated so far stay valid because every micro-batch is
+        normalised over the global batch. One in a single-process backward restarts the step.
+        """
+        self.steps_done += 1
+        norms = self._normalisers(batch)
+        shard = self.ranks.shard(batch)
+        done, share = 0, 0.0
+        max_left = math.ceil(len(batch) / self.ranks.world_size)
+        while True:
+            n_micro = max(math.ceil(max_left / self.plan.micro_batch), 1)
+            chunks = shard[done:].tensor_split(n_micro)
+            for index, rows in enumerate(chunks):
+                last = index == n_micro - 1
+                with self.engine.micro_batch(last):
+                    loss, oom = self._guarded_forward(rows, batch, norms)
+                    if self.ranks.any(oom is not None):
+                        self.engine.cancel(loss, lambda: self._micro_loss(batch[:1], norms))
+                        self.plan.shrink(self.steps_done, oom or torch.OutOfMemoryError("on another rank"))
+                        max_left = self.ranks.max(len(shard) - done)
+                        break
+                    assert loss is not None
+                    try:
+                        self.engine.backward(loss * self.engine.loss_multiplier)
+                    except RuntimeError as exc:
+                        if not is_out_of_memory(exc) or self.ranks.distributed:
+                            raise
+                        self.engine.discard()  # partial gradients of this step are unusable
+                        self.plan.shrink(self.steps_done, exc)
+                        done, share, max_left = 0, 0.0, len(shard)
+                        break
+                done += len(rows)
+                share += float(loss.detach()) if len(rows) else 0.0
+            else:
+                break
+        self.engine.step()
+        return share
+
+    def _guarded_forward(
+        self, rows: torch.Tensor, batch: torch.Tensor, norms: tuple[float, float]
+    ) -> tuple[torch.Tensor | None, RuntimeError | None]:
+        """(loss, None), or (None, the error) when the forward pass ran out of memory."""
+        try:
+            if len(rows):
+                return self._micro_loss(rows, norms), None
+            # This rank has no samples left in the step but must join the gradient
+            # reduction: a zero-weighted pass over one sample.
+            return self._micro_loss(batch[:1], norms) * 0.0, None
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            release_memory()
+            return None, RuntimeError(str(exc))  # not the original: its traceback pins the activations
 
     def _train_epoch(self) -> float:
-        self.model.train()
+        self.engine.train()
         ends = self.data.ends["train"]
         order = ends[torch.randperm(len(ends), generator=self.generator)]
-        total, count = 0.0, 0
-        for batch in order.split(self.config.batch_size):
-            x = self.data.windows(batch).to(self.device, non_blocking=True)
-            with self._autocast():
-                logits, predicted = self.model(x)
-            loss = self._loss(logits, predicted, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if self.config.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            total += float(loss.detach()) * len(batch)
-            count += len(batch)
-        return total / max(count, 1)
+        total = 0.0
+        for batch in order.split(self.plan.global_batch):
+            total += self._step(batch) * len(batch)
+        return float(self.ranks.sum(torch.tensor([total]))[0]) / max(len(ends), 1)
 
     @torch.no_grad()
     def predict(self, ends: torch.Tensor, batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray, float]:
-        """(class probabilities, predicted returns in log-return units, loss) for ``ends``."""
+        """(class probabilities, predicted returns in log-return units, loss) for ``ends``.
+
+        Each rank predicts its shard; the results are gathered in order on every rank.
+        """
+        forward = self.engine.forward if not self._fitted else self._plain_forward
+        self.engine.train(False)
         self.model.eval()
-        probs, preds, loss_sum = [], [], 0.0
-        for batch in ends.split(batch_size):
-            x = self.data.windows(batch).to(self.device)
-            with self._autocast():
-                logits, predicted = self.model(x)
-            if self.data.direction[batch].min() >= 0:
-                loss_sum += float(self._loss(logits, predicted, batch)) * len(batch)
-            probs.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-            preds.append((predicted.float() * self.return_scale).cpu().numpy())
-        if not probs:
+        part = self.ranks.shard(ends)
+        probs, preds = [torch.zeros((0, 3))], [torch.zeros(0)]
+        sums = torch.zeros(2, dtype=torch.float64)
+        for batch in part.split(batch_size):
+            logits, predicted = forward(self.data.windows(batch))
+            classification, regression = self._loss_sums(logits, predicted, batch)
+            sums += torch.tensor([float(classification), float(regression)], dtype=torch.float64)
+            probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+            preds.append((predicted.float() * self.return_scale).cpu())
+        if len(ends) == 0:
             return np.zeros((0, 3)), np.zeros(0), float("nan")
-        return np.concatenate(probs), np.concatenate(preds), loss_sum / max(len(ends), 1)
+        sums = self.ranks.sum(sums)
+        norms = self._normalisers(ends)
+        loss = float(sums[0]) / norms[0] + self.config.regression_weight * float(sums[1]) / norms[1]
+        all_probs = self.ranks.gather_rows(torch.cat(probs), len(ends))
+        all_preds = self.ranks.gather_rows(torch.cat(preds), len(ends))
+        return all_probs.numpy().astype(np.float64), all_preds.numpy().astype(np.float64), loss
+
+    def _plain_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, predicted = self.model(x.to(self.device))
+        return logits, predicted
+
+    _fitted = False
 
     def evaluate(self, split: str) -> dict[str, float]:
         """Loss and :func:`prediction_metrics` on one split, keys prefixed ``<split>/``."""
@@ -173,36 +353,76 @@ class CNNLSTMTrainer:
     def checkpoint_path(self) -> Path | None:
         return self.checkpoint_dir / CHECKPOINT_FILE if self.checkpoint_dir else None
 
-    def _save_checkpoint(self, state: dict[str, Any]) -> None:
-        if self.checkpoint_path is None:
-            return
-        payload = {
-            **state,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "generator": self.generator.get_state(),
-        }
+    def _rng_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch_rng": torch.get_rng_state(), "generator": self.generator.get_state()}
         if torch.cuda.is_available():
-            payload["cuda_rng"] = torch.cuda.get_rng_state_all()
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(payload, tmp)
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
 
-    def _load_checkpoint(self) -> dict[str, Any] | None:
-        path = self.checkpoint_path
-        if path is None or not path.is_file():
-            return None
-        state: dict[str, Any] = torch.load(path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+    def _restore_rng(self, state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch_rng"].cpu())
         self.generator.set_state(state["generator"].cpu())
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+
+    def _save_checkpoint(self, state: dict[str, Any]) -> None:
+        if self.checkpoint_dir is None:
+            return
+        if self.ranks.distributed:
+            self._save_sharded(state)
+            return
+        assert isinstance(self.engine, LocalEngine) and self.checkpoint_path is not None
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save({**state, **self.engine.state(), **self._rng_state()}, tmp)
+
+    def _save_sharded(self, state: dict[str, Any]) -> None:
+        """Every rank writes its part of ``epoch-NNNN/``; rank 0 marks it complete last.
+
+        A rank killed mid-save leaves no marker, so resume falls back to the previous epoch.
+        """
+        assert self.checkpoint_dir is not None
+        tag = f"epoch-{int(state['epoch']):04d}"
+        self.engine.save_checkpoint(self.checkpoint_dir, tag, state, self.ranks.is_main)
+        with atomic_path(self.checkpoint_dir / tag / f"rng-rank{self.ranks.rank}.pt") as tmp:
+            torch.save(self._rng_state(), tmp)
+        self.ranks.barrier()
+        if self.ranks.is_main:
+            write_json(
+                self.checkpoint_dir / tag / COMPLETE_MARKER, {"epoch": state["epoch"], "ranks": self.ranks.world_size}
+            )
+            for older in self.checkpoint_dir.glob("epoch-*"):
+                if older.name != tag:
+                    shutil.rmtree(older, ignore_errors=True)
+        self.ranks.barrier()
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        if self.checkpoint_dir is None:
+            return None
+        if self.ranks.distributed:
+            return self._load_sharded()
+        path = self.checkpoint_path
+        if path is None or not path.is_file():
+            return None
+        assert isinstance(self.engine, LocalEngine)
+        state: dict[str, Any] = torch.load(path, map_location=self.device, weights_only=True)
+        self.engine.load_state(state)
+        self._restore_rng(state)
+        return state
+
+    def _load_sharded(self) -> dict[str, Any] | None:
+        assert self.checkpoint_dir is not None
+        markers = sorted(self.checkpoint_dir.glob(f"epoch-*/{COMPLETE_MARKER}"))
+        if not markers:
+            return None
+        marker = read_json(markers[-1])
+        if marker["ranks"] != self.ranks.world_size:
+            raise ConfigError(
+                f"{markers[-1].parent}: checkpoint written by {marker['ranks']} processes, this run has "
+                f"{self.ranks.world_size}; use --nproc {marker['ranks']} or --no-resume"
+            )
+        tag = markers[-1].parent.name
+        state = self.engine.load_checkpoint(self.checkpoint_dir, tag)
+        self._restore_rng(torch.load(self.checkpoint_dir / tag / f"rng-rank{self.ranks.rank}.pt", weights_only=True))
         return state
 
     # -- the loop -------------------------------------------------------------------
@@ -216,11 +436,14 @@ class CNNLSTMTrainer:
             "best_val_loss": math.inf,
             "best_epoch": 0,
             "bad_epochs": 0,
-            "best_model": copy.deepcopy(self.model.state_dict()),
+            "best_model": self.engine.full_state_dict(),
+            "steps_done": 0,
         }
         if resumed is not None:
-            state.update({k: resumed[k] for k in state})
-            log.info("resuming from %s after epoch %d", self.checkpoint_path, state["epoch"])
+            state.update({k: resumed[k] for k in state if k in resumed})
+            self.steps_done = int(state["steps_done"])
+            where = self.checkpoint_path if not self.ranks.distributed else self.checkpoint_dir
+            log.info("resuming from %s after epoch %d", where, state["epoch"])
             if self.on_epoch is not None:  # replay so the curves cover the whole run
                 for entry in state["history"]:
                     self.on_epoch(int(entry["epoch"]), entry)
@@ -229,19 +452,20 @@ class CNNLSTMTrainer:
         for epoch in _progress(range(start + 1, self.config.epochs + 1), total=self.config.epochs, done=start):
             if stopped_early:
                 break
-            lr = float(self.scheduler.get_last_lr()[0])  # the rate this epoch starts with
+            lr = self.engine.learning_rate  # the rate this epoch starts with
             train_loss = self._train_epoch()
             logged = {"train/loss": train_loss, "train/lr": lr}
             logged |= self.evaluate("val")
             state["history"].append({"epoch": epoch, **logged})
             if logged["val/loss"] < state["best_val_loss"]:
                 state.update(best_val_loss=logged["val/loss"], best_epoch=epoch, bad_epochs=0)
-                state["best_model"] = copy.deepcopy(self.model.state_dict())
+                state["best_model"] = self.engine.full_state_dict()
             else:
                 state["bad_epochs"] += 1
             stopped_early = state["bad_epochs"] >= self.config.patience
-            state["epoch"] = epoch
+            state["epoch"], state["steps_done"] = epoch, self.steps_done
             self._save_checkpoint(state)
+            faults.after_checkpoint(epoch, self.ranks.rank)
             log.info(
                 "epoch %d/%d train/loss %.4f val/loss %.4f val/accuracy %.3f",
                 epoch,
@@ -252,13 +476,32 @@ class CNNLSTMTrainer:
             )
             if self.on_epoch is not None:
                 self.on_epoch(epoch, logged)
-        self.model.load_state_dict(state["best_model"])
+        self._finish(state["best_model"])
         return TrainOutcome(
             history=state["history"],
             best_epoch=int(state["best_epoch"]),
             stopped_early=bool(stopped_early),
             resumed_from_epoch=start,
+            batch=self.plan.to_dict(),
         )
+
+    def _finish(self, best: dict[str, torch.Tensor]) -> None:
+        """Leave ``self.model`` a plain fp32 network with the best weights."""
+        self._fault_hook.remove()
+        if isinstance(self.engine, DeepSpeedEngine):  # its module may be bf16 or ZeRO-3 partitioned
+            self.model = CNNLSTM(self.model.spec).to(self.device)
+        self.model.load_state_dict(best)
+        self._fitted = True
+
+    def clear_checkpoints(self) -> None:
+        """After success: remove what this trainer wrote (the directory if that empties it)."""
+        if self.checkpoint_dir is None or not self.ranks.is_main:
+            return
+        (self.checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+        for tag in self.checkpoint_dir.glob("epoch-*"):
+            shutil.rmtree(tag, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.checkpoint_dir.rmdir()
 
 
 def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:

@@ -26,6 +26,7 @@ from trade_agent.models.store import PREPROCESSOR_DIR
 if TYPE_CHECKING:
     from trade_agent.registry import ModelRegistry
     from trade_agent.training.cnn_lstm import CnnLstmRun
+    from trade_agent.training.launch import DistributedRun
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,34 @@ EXTRA_KEYS: dict[str, tuple[str, str]] = {
             "class_weighting",
             "regression_weight",
             "precision",
-            "strict_device",
+            "fallback_to_cpu",
+            "min_batch_size",
+            "max_batch_size",
             "threads",
         )
     },
+}
+
+
+EXTRA_KEYS |= {
+    key: ("distributed", key)
+    for key in (
+        "backend",
+        "nproc",
+        "threads_per_process",
+        "zero_stage",
+        "micro_batch_per_device",
+        "gradient_accumulation",
+        "offload",
+        "deepspeed_config",
+        "nnodes",
+        "node_rank",
+        "master_addr",
+        "master_port",
+        "hostfile",
+        "retries",
+        "retry_backoff_s",
+    )
 }
 
 
@@ -114,7 +139,7 @@ class TrainingConfig:
     data_path: str
     output_dir: str
     epochs: int
-    batch_size: int
+    batch_size: int | str
     learning_rate: float
     device: str | None
     distributed: bool
@@ -130,7 +155,7 @@ class TrainingConfig:
         data_path: str,
         output_dir: str,
         epochs: int = 100,
-        batch_size: int = 32,
+        batch_size: int | str = 32,
         learning_rate: float = 1e-3,
         device: str | None = None,
         distributed: bool = False,
@@ -288,17 +313,23 @@ class UnifiedTrainingManager:
             raise ConfigError(
                 f"model type '{config.model_type}' is unknown; use one of {', '.join(SUPPORTED_MODEL_TYPES)}"
             )
-        if config.distributed:
-            raise FeatureNotAvailableError("--distributed (DeepSpeed) is not available yet; train without it")
+        if config.distributed and config.model_type != "cnn_lstm":
+            raise ConfigError(
+                f"--distributed trains the CNN-LSTM (stage 1); {config.model_type} trains in one process "
+                "(stable-baselines3); drop --distributed"
+            )
         params = build_params(config)
         out = Path(config.output_dir)
+        registry = ModelRegistry(self.registry_root, grading=params.grading)
+        upstream = config.extra.get("cnn_lstm_model")
+        if config.model_type in AGENT_TYPES and upstream and upstream != "new":
+            registry.check_upstream([str(upstream)])  # before any data work or training
         prepare(
             params.data,
             out / "data" / "prepared",
             params.base.seed,
             check=lambda bars, source: check_enough_bars(bars, params, source),
         )
-        registry = ModelRegistry(self.registry_root, grading=params.grading)
         if config.model_type in AGENT_TYPES:
             return self._train_agent(training_id, config, params, out, registry)
         market = out / "data" / "prepared" / "market.parquet"
@@ -306,19 +337,45 @@ class UnifiedTrainingManager:
             params = self._search("cnn_lstm", config, params, out, market)
         run_features_stage(params, market, out / "data" / "features")
         model_dir = out / "model"
-        run = self._train_cnn_lstm(config, params, out / "data" / "features", model_dir, out)
+        if config.distributed:
+            launched = self._launch_cnn_lstm(config, params, out / "data" / "features", model_dir, out)
+            model_id, metrics, checkpoints = launched.model_id, launched.metrics, []
+            registry = ModelRegistry(self.registry_root, grading=params.grading)  # rank 0 registered it
+        else:
+            run = self._train_cnn_lstm(config, params, out / "data" / "features", model_dir, out)
+            model_id = register_cnn_lstm(model_dir, params, registry, run.duration_s)
+            metrics, checkpoints = run.metrics, run.checkpoints
         preprocessors = sorted((model_dir / PREPROCESSOR_DIR).iterdir())
-        model_id = register_cnn_lstm(model_dir, params, registry, run.duration_s)
         return TrainingResult(
             training_id,
             config.model_type,
             "completed",
             model_path=str(model_dir),
             preprocessor_path=str(preprocessors[0]) if preprocessors else None,
-            metrics=run.metrics,
+            metrics=metrics,
             performance_grade=registry.get_model(model_id).performance_grade,
-            checkpoints=[str(p) for p in run.checkpoints],
+            checkpoints=[str(p) for p in checkpoints],
             model_id=model_id,
+        )
+
+    def _launch_cnn_lstm(
+        self, config: TrainingConfig, params: Params, features_dir: Path, model_dir: Path, run_dir: Path
+    ) -> DistributedRun:
+        from trade_agent.training.launch import launch_cnn_lstm
+
+        if config.resume_from or config.base_model_path:
+            raise ConfigError("--distributed resumes from its own checkpoint directory; drop resume_from/base_model")
+        return launch_cnn_lstm(
+            params,
+            features_dir,
+            model_dir,
+            run_dir=run_dir / "distributed",
+            registry_root=self.registry_root,
+            metrics_path=run_dir / "metrics.json",
+            live_dir=run_dir / "dvclive",
+            checkpoint_root=self.checkpoint_root,
+            resume=bool(config.extra.get("resume", True)),
+            keep_checkpoints=bool(config.extra.get("keep_checkpoints", False)),
         )
 
     def _train_cnn_lstm(
