@@ -59,6 +59,7 @@ class DistributedRun:
     attempts: int
     world_size: int
     checkpoint_dir: Path
+    train_seconds: float
 
 
 def launch_command(params: Params, spec_path: Path, master_port: int) -> list[str]:
@@ -197,6 +198,7 @@ def launch_cnn_lstm(
                 attempt,
                 world,
                 checkpoint_dir,
+                result["train_seconds"],
             )
         errors = [read_json(p) for p in sorted((run_dir / ERRORS_DIR).glob("rank*.json"))]
         for error in errors:

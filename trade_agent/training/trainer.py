@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class TrainOutcome:
     resumed_from_epoch: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     batch: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0  # wall time of the training passes (not evaluation), this session
 
 
 def class_weights(direction: torch.Tensor) -> torch.Tensor:
@@ -448,12 +450,15 @@ class CNNLSTMTrainer:
                 for entry in state["history"]:
                     self.on_epoch(int(entry["epoch"]), entry)
         start = int(state["epoch"])
+        train_seconds = 0.0
         stopped_early = state["bad_epochs"] >= self.config.patience
         for epoch in _progress(range(start + 1, self.config.epochs + 1), total=self.config.epochs, done=start):
             if stopped_early:
                 break
             lr = self.engine.learning_rate  # the rate this epoch starts with
+            started = time.perf_counter()
             train_loss = self._train_epoch()
+            train_seconds += time.perf_counter() - started
             logged = {"train/loss": train_loss, "train/lr": lr}
             logged |= self.evaluate("val")
             state["history"].append({"epoch": epoch, **logged})
@@ -483,6 +488,7 @@ class CNNLSTMTrainer:
             stopped_early=bool(stopped_early),
             resumed_from_epoch=start,
             batch=self.plan.to_dict(),
+            train_seconds=train_seconds,
         )
 
     def _finish(self, best: dict[str, torch.Tensor]) -> None:

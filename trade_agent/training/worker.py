@@ -99,7 +99,13 @@ def run(spec: dict[str, Any]) -> None:
         model_id = register_cnn_lstm(train.model_dir, params, registry, duration)
         write_json(
             Path(spec["run_dir"]) / RESULT_FILE,
-            {"model_id": model_id, "metrics": train.metrics, "duration_s": duration, "ranks": ranks.world_size},
+            {
+                "model_id": model_id,
+                "metrics": train.metrics,
+                "duration_s": duration,
+                "train_seconds": train.outcome.train_seconds,
+                "ranks": ranks.world_size,
+            },
         )
     ranks.barrier()
     dist.destroy_process_group()
