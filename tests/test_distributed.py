@@ -206,3 +206,19 @@ def test_multi_node_options_reach_the_launchers(tmp_path: Path) -> None:
     assert {f"--hostfile={hosts}", "--master_addr=node1", "--master_port=29600", "--module"} <= set(command)
     assert command[-2:] == ["trade_agent.training.worker", str(tmp_path / "spec.json")]
     assert np.all([not arg.startswith("--num_gpus") for arg in command])  # the hostfile lists the slots
+
+
+def test_optimize_then_train_the_best_distributed(tmp_path: Path) -> None:
+    raw = distributed_params(backend="torchrun")
+    raw["optimize"] = {
+        "n_startup_trials": 2,
+        "cnn_lstm": {"budget": 2, "space": {"cnn_lstm.learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2}}},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    result = train_cli(tmp_path, "--optimize", "--n-trials", "2")
+    out = payload(result)  # trials ran in this process, the best params on 2 ranks
+    best = read_json(tmp_path / "models" / "runs" / "cnn_lstm" / "optuna" / "best_params.json")
+    meta = read_json(tmp_path / "models" / "runs" / "cnn_lstm" / "model" / "metadata.json")
+    assert best["trials"] == 2 and meta["distributed"]["world_size"] == 2
+    assert meta["params"]["learning_rate"] == pytest.approx(best["best_params"]["cnn_lstm.learning_rate"])
+    assert [e.model_id for e in ModelRegistry(tmp_path / "models").list_models()] == [out["model_id"]]
