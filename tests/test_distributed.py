@@ -222,3 +222,26 @@ def test_optimize_then_train_the_best_distributed(tmp_path: Path) -> None:
     assert best["trials"] == 2 and meta["distributed"]["world_size"] == 2
     assert meta["params"]["learning_rate"] == pytest.approx(best["best_params"]["cnn_lstm.learning_rate"])
     assert [e.model_id for e in ModelRegistry(tmp_path / "models").list_models()] == [out["model_id"]]
+
+
+def test_agent_on_a_new_cnn_lstm_trained_distributed(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(distributed_params(backend="torchrun")))
+    command = [str(Path(sys.executable).parent / "trade-agent"), "train", "ppo", "synthetic"]
+    result = subprocess.run(
+        [*command, "--cnn-lstm-model", "new", "--distributed", "--timesteps", "128", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    out = payload(result)
+    registry = ModelRegistry(tmp_path / "models")
+    (cnn_lstm,) = registry.list_models("cnn_lstm")
+    assert registry.get_model(out["model_id"]).dependencies == [cnn_lstm.model_id]
+    assert cnn_lstm.training_config["runtime"]["threads"] == 1  # threads_per_process of the 2 ranks
+    refused = subprocess.run(
+        [*command, "--cnn-lstm-model", cnn_lstm.model_id, "--distributed"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert f"--distributed trains the CNN-LSTM (stage 1) and {cnn_lstm.model_id} is already trained" in refused.stderr

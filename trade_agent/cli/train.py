@@ -284,6 +284,12 @@ def _agent_command(algo: str) -> None:
         storage: StorageOption = None,
         n_jobs: JobsOption = 1,
         study_name: StudyOption = None,
+        distributed: Annotated[
+            bool,
+            typer.Option(
+                help="Train the new CNN-LSTM (--cnn-lstm-model new) on several processes (params distributed:)."
+            ),
+        ] = False,
         no_dvc: NoDvcOption = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
@@ -296,7 +302,7 @@ def _agent_command(algo: str) -> None:
         registry = ModelRegistry("models", grading=params.grading)
         upstream = choose_upstream(registry, "cnn_lstm", None if cnn_lstm_model in (None, "new") else cnn_lstm_model)
         # The pipeline's own CNN-LSTM ('new') can run as a DVC experiment of the rl@<algo> stage.
-        root = None if optimize or params_file or upstream != "new" else _dvc_root(no_dvc, "rl")
+        root = None if optimize or params_file or distributed or upstream != "new" else _dvc_root(no_dvc, "rl")
         if root is not None:
             options = {f"rl.{algo}.total_timesteps": timesteps, f"rl.{algo}.n_envs": n_envs}
             _run_as_experiment(root, f"rl@{algo}", f"models/pipeline/{algo}", algo, data, options, as_json)
@@ -318,6 +324,7 @@ def _agent_command(algo: str) -> None:
             learning_rate=params.cnn_lstm.learning_rate,
             optimize_hyperparams=optimize,
             n_trials=n_trials,
+            distributed=distributed,
             **extra,
         )
         _finish(UnifiedTrainingManager().train_model(config), as_json)

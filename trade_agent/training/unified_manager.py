@@ -313,15 +313,15 @@ class UnifiedTrainingManager:
             raise ConfigError(
                 f"model type '{config.model_type}' is unknown; use one of {', '.join(SUPPORTED_MODEL_TYPES)}"
             )
-        if config.distributed and config.model_type != "cnn_lstm":
+        upstream = config.extra.get("cnn_lstm_model")
+        if config.distributed and config.model_type != "cnn_lstm" and upstream not in (None, "new"):
             raise ConfigError(
-                f"--distributed trains the CNN-LSTM (stage 1); {config.model_type} trains in one process "
-                "(stable-baselines3); drop --distributed"
+                f"--distributed trains the CNN-LSTM (stage 1) and {upstream} is already trained; "
+                f"{config.model_type} itself trains in one process (stable-baselines3); drop --distributed"
             )
         params = build_params(config)
         out = Path(config.output_dir)
         registry = ModelRegistry(self.registry_root, grading=params.grading)
-        upstream = config.extra.get("cnn_lstm_model")
         if config.model_type in AGENT_TYPES and upstream and upstream != "new":
             registry.check_upstream([str(upstream)])  # before any data work or training
         prepare(
@@ -414,8 +414,11 @@ class UnifiedTrainingManager:
         if upstream == NEW:
             run_features_stage(params, market, features_dir)
             cnn_lstm_dir = out / "cnn_lstm"
-            cnn_run = self._train_cnn_lstm(config, params, features_dir, cnn_lstm_dir, out / "cnn_lstm_run")
-            register_cnn_lstm(cnn_lstm_dir, params, registry, cnn_run.duration_s)
+            if config.distributed:  # the new CNN-LSTM on several ranks; the agent then in this process
+                self._launch_cnn_lstm(config, params, features_dir, cnn_lstm_dir, out / "cnn_lstm_run")
+            else:
+                cnn_run = self._train_cnn_lstm(config, params, features_dir, cnn_lstm_dir, out / "cnn_lstm_run")
+                register_cnn_lstm(cnn_lstm_dir, params, registry, cnn_run.duration_s)
         else:
             cnn_lstm_dir, params = self._restore_cnn_lstm(upstream, params, out, registry)
             # The chosen model's own fitted preprocessor scales this data (no refit).
