@@ -21,7 +21,7 @@ from trade_agent.io import read_json
 from trade_agent.models.store import load_cnn_lstm
 from trade_agent.registry import ModelRegistry
 from trade_agent.training.cnn_lstm import train_cnn_lstm
-from trade_agent.training.distributed_setup import check_distributed, deepspeed_config
+from trade_agent.training.distributed_setup import check_distributed, deepspeed_config, world_size
 from trade_agent.training.launch import launch_command
 
 pytestmark = pytest.mark.slow
@@ -82,6 +82,13 @@ def assert_matches(metrics: dict, weights: dict, reference: dict) -> None:
         torch.testing.assert_close(mine, tensor, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_single_process_deepspeed_checkpoints_and_registers(single_process: dict, tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(distributed_params(nproc=1, zero_stage=0)))
+    out = payload(train_cli(tmp_path))
+    model, _ = load_cnn_lstm(tmp_path / "models" / "runs" / "cnn_lstm" / "model")
+    assert_matches(out["metrics"], model.state_dict(), single_process)
+
+
 @pytest.mark.parametrize(
     ("backend", "faults"),
     [
@@ -121,6 +128,7 @@ def test_killed_rank_resumes_from_last_complete_checkpoint(single_process: dict,
     last = killed.stderr.strip().splitlines()[-1]
     assert last.startswith("error: distributed training failed after 1 attempt(s)")
     assert "run the same command again to resume" in last
+    assert "Traceback" not in killed.stderr  # launcher chatter goes to launcher.log, ranks' lines to stderr
     (checkpoint,) = (tmp_path / "models" / "temp" / "cnn_lstm").iterdir()
     assert [p.parent.name for p in checkpoint.glob("epoch-*/complete.json")] == ["epoch-0002"]
     assert not (tmp_path / "models" / "registry.json").exists()
@@ -130,6 +138,22 @@ def test_killed_rank_resumes_from_last_complete_checkpoint(single_process: dict,
     assert f"resuming from {checkpoint.resolve()} after epoch 2" in resumed.stderr
     model, _ = load_cnn_lstm(tmp_path / "models" / "runs" / "cnn_lstm" / "model")
     assert_matches(out["metrics"], model.state_dict(), single_process)
+
+
+def test_zero3_oom_relaunches_with_a_smaller_micro_batch(single_process: dict, tmp_path: Path) -> None:
+    # Under ZeRO-3 a forward pass all-gathers parameters, so an out-of-memory rank cannot back
+    # off in place: the attempt ends, leaving a hint, and the relaunch starts with half the
+    # micro-batch (same global batch, so the same training).
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(distributed_params(zero_stage=3, retries=1)))
+    result = train_cli(tmp_path, faults="rank=1,oom_above=12")
+    out = payload(result)
+    assert "relaunching from the last checkpoint with micro-batch 8" in result.stderr
+    assert "attempt 2/2" in result.stderr
+    model, _ = load_cnn_lstm(tmp_path / "models" / "runs" / "cnn_lstm" / "model")
+    assert_matches(out["metrics"], model.state_dict(), single_process)
+    meta = read_json(tmp_path / "models" / "runs" / "cnn_lstm" / "model" / "metadata.json")
+    assert meta["distributed"]["zero_stage"] == 3 and meta["distributed"]["world_size"] == 2
+    assert meta["training"]["batch"]["micro_per_device"] == 8
 
 
 def test_retries_relaunch_after_rank0_is_killed(single_process: dict, tmp_path: Path) -> None:
@@ -162,12 +186,18 @@ def test_deepspeed_config_from_params_and_user_json(tmp_path: Path) -> None:
     user.write_text("{not json")
     with pytest.raises(InputError, match=r"ds.json: line 1: not valid JSON"):
         deepspeed_config(params_from_dict(raw), cuda=False)
+    # Offload (CUDA machines) steps our torch AdamW on the host copy, not DeepSpeed's JIT-built CPU Adam.
+    offload = deepspeed_config(params_from_dict(distributed_params(offload=True)), cuda=True)
+    assert offload["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert offload["zero_force_ds_cpu_optimizer"] is False
 
 
 @pytest.mark.parametrize(
     ("distributed", "cnn_lstm", "message"),
     [
-        ({"offload": True}, {}, "this machine has no CUDA device"),
+        ({"offload": True}, {}, "this machine has no usable CUDA device"),
+        ({}, {"norm": "batch"}, "cnn_lstm.norm: batch keeps batch statistics per process"),
+        ({"nnodes": 2}, {}, "nnodes > 1 with DeepSpeed needs --hostfile"),
         ({"precision": "fp16"}, {}, "precision fp16 needs CUDA"),
         ({"hostfile": "missing-hosts"}, {}, "missing-hosts: hostfile not found"),
         ({"backend": "torchrun", "zero_stage": 2, "deepspeed_config": "x.json"}, {}, "needs backend deepspeed"),
@@ -206,6 +236,10 @@ def test_multi_node_options_reach_the_launchers(tmp_path: Path) -> None:
     assert {f"--hostfile={hosts}", "--master_addr=node1", "--master_port=29600", "--module"} <= set(command)
     assert command[-2:] == ["trade_agent.training.worker", str(tmp_path / "spec.json")]
     assert np.all([not arg.startswith("--num_gpus") for arg in command])  # the hostfile lists the slots
+    assert world_size(params_from_dict(raw), cuda=False) == 4
+    hosts.write_text("node1 slots=2\nnode2\n")
+    with pytest.raises(InputError, match=r"hostfile: line 2: expected 'host slots=N', got 'node2'"):
+        world_size(params_from_dict(raw), cuda=False)
 
 
 def test_optimize_then_train_the_best_distributed(tmp_path: Path) -> None:

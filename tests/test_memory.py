@@ -108,6 +108,7 @@ def test_fault_rules_and_oom_detection(monkeypatch: pytest.MonkeyPatch) -> None:
         faults.Faults.parse("oom=3")
     assert is_out_of_memory(torch.OutOfMemoryError("x"))
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate"))
+    assert is_out_of_memory(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     plan = BatchPlan(global_batch=256, micro_batch=64, world_size=2, minimum=16)
     assert plan.accumulation == 2

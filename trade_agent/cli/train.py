@@ -109,6 +109,9 @@ def _run_as_experiment(
 def _finish(result: TrainingResult, as_json: bool) -> None:
     if result.status != "completed":
         raise result.exception or TradeAgentError(result.error_message or "training failed")
+    if result.model_id is None:
+        console.print("this node's ranks finished; node 0 writes and registers the model")
+        return
     if as_json:
         typer.echo(
             json.dumps(

@@ -134,6 +134,8 @@ def train_cnn_lstm(
     data, schema = load_window_data(features_dir)
     spec = CNNLSTMSpec.from_config(config, data.n_features, data.sequence_length)
     model = CNNLSTM(spec).to(choice.device)
+    if ranks.distributed:  # same initial weights everywhere; each rank its own dropout masks
+        torch.manual_seed(params.base.seed + ranks.rank)
     if init_from is not None:
         _warm_start(model, init_from)
 

@@ -77,6 +77,10 @@ def deepspeed_config(params: Params, cuda: bool) -> dict[str, Any]:
         "steps_per_print": _NEVER_PRINT,
         "wall_clock_breakdown": False,
     }
+    if d.offload:
+        # Our torch AdamW steps on the offloaded state (DeepSpeed would insist on its
+        # JIT-built CPU Adam otherwise).
+        config["zero_force_ds_cpu_optimizer"] = False
     if d.deepspeed_config:
         config = _merge(config, read_user_config(d.deepspeed_config))
     return config
@@ -91,14 +95,41 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def check_distributed(params: Params, train_windows: int, cuda: bool | None = None) -> None:
-    """Fail fast on settings that cannot work on this machine or with this data.
+def hostfile_slots(path: str) -> int:
+    """Total ``slots=N`` of a DeepSpeed hostfile (one ``host slots=N`` line per machine).
+
+    Raises:
+        InputError: a line without a positive slot count.
+    """
+    total = 0
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
+        if not fields.get("slots", "").isdigit() or int(fields["slots"]) < 1:
+            raise InputError(f"{path}: line {number}: expected 'host slots=N', got '{line}'")
+        total += int(fields["slots"])
+    if not total:
+        raise InputError(f"{path}: no 'host slots=N' lines; list one machine per line")
+    return total
+
+
+def world_size(params: Params, cuda: bool) -> int:
+    """Processes of the whole job: the hostfile's slots, else per node x nodes."""
+    d = params.distributed
+    if d.hostfile:
+        return hostfile_slots(d.hostfile)
+    return processes_per_node(params, torch.cuda.device_count() if cuda else 0) * d.nnodes
+
+
+def check_settings(params: Params, cuda: bool) -> None:
+    """Checks that need only the params (run before any data work).
 
     Raises:
         ConfigError / InputError: with the key and the fix.
     """
     d = params.distributed
-    cuda = torch.cuda.is_available() if cuda is None else cuda
     if d.backend == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError(
             "distributed.backend deepspeed: the deepspeed package is not installed; pip install deepspeed"
@@ -106,32 +137,51 @@ def check_distributed(params: Params, train_windows: int, cuda: bool | None = No
     if d.offload and not cuda:
         raise ConfigError(
             "distributed.offload / --offload: ZeRO offload moves optimizer state from GPU to host memory, and this "
-            "machine has no CUDA device (the state is already in host memory); drop --offload"
+            "machine has no usable CUDA device (the state is already in host memory); drop --offload"
         )
     if d.offload and (d.backend != "deepspeed" or d.zero_stage == 0):
         raise ConfigError("distributed.offload needs backend deepspeed with zero_stage >= 1")
-    precision = precision_of(params)
-    if precision == "fp16" and not cuda:
+    if precision_of(params) == "fp16" and not cuda:
         raise ConfigError("precision fp16 needs CUDA (loss scaling on GPU); use fp32 (or bf16) on CPU")
+    if params.cnn_lstm.norm == "batch":
+        raise ConfigError(
+            "cnn_lstm.norm: batch keeps batch statistics per process, so ranks would train different models; "
+            "use norm: layer (or none) with --distributed"
+        )
     if d.hostfile and not Path(d.hostfile).is_file():
         raise InputError(f"{d.hostfile}: hostfile not found; fix distributed.hostfile / --hostfile")
     if d.hostfile and d.backend != "deepspeed":
         raise ConfigError("distributed.hostfile is DeepSpeed's; with torchrun pass --nnodes/--node-rank/--master-addr")
+    if d.backend == "deepspeed" and d.nnodes > 1 and not d.hostfile:
+        raise ConfigError(
+            "distributed.nnodes > 1 with DeepSpeed needs --hostfile (its launcher starts every machine); "
+            "or use --backend torchrun and run the command on each machine with its --node-rank"
+        )
     if d.deepspeed_config:
         if d.backend != "deepspeed":
             raise ConfigError("distributed.deepspeed_config needs backend deepspeed")
         read_user_config(d.deepspeed_config)
-    world = processes_per_node(params) * d.nnodes
     if cuda and d.nproc > torch.cuda.device_count():
         raise ConfigError(
             f"distributed.nproc {d.nproc} exceeds the {torch.cuda.device_count()} visible GPUs; use 0 (one per GPU)"
         )
+    world = world_size(params, cuda)
     batch = params.cnn_lstm.batch_size
     if d.micro_batch_per_device == "auto" and batch != "auto" and batch < world * d.gradient_accumulation:
         raise ConfigError(
             f"cnn_lstm.batch_size {batch} is smaller than {world} processes x {d.gradient_accumulation} "
             "accumulation steps; raise batch_size or use fewer processes"
         )
+
+
+def check_distributed(params: Params, train_windows: int, cuda: bool) -> None:
+    """:func:`check_settings`, then whether the data can be shared by every process.
+
+    Raises:
+        ConfigError / InputError: with the key and the fix.
+    """
+    check_settings(params, cuda)
+    world = world_size(params, cuda)
     if train_windows < world:
         raise InputError(
             f"{train_windows} training windows cannot be shared by {world} processes; use more data or fewer processes"

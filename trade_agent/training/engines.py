@@ -130,7 +130,9 @@ class DDPEngine(LocalEngine):
     def __init__(self, *args: Any, world_size: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.ddp = nn.parallel.DistributedDataParallel(self.module, device_ids=device_ids)
+        # No buffer broadcast in forward: an out-of-memory rank re-enters forward (see cancel)
+        # and the ranks' collectives must stay in step. (Distributed runs use LayerNorm.)
+        self.ddp = nn.parallel.DistributedDataParallel(self.module, device_ids=device_ids, broadcast_buffers=False)
         self.loss_multiplier = float(world_size)
         self._syncing = False
 
@@ -207,13 +209,12 @@ class DeepSpeedEngine:
         """Nothing left to do: the boundary micro-batch's backward stepped."""
 
     def cancel(self, loss: torch.Tensor | None, probe: Callable[[], torch.Tensor]) -> None:
-        """Nothing to undo: DeepSpeed reduces gradients in backward, not in forward."""
+        """Nothing to undo: up to ZeRO-2 DeepSpeed communicates in backward, not in forward
+        (under ZeRO-3 a forward out-of-memory error relaunches the run instead)."""
 
     def discard(self) -> None:
-        raise TrainingError(
-            "out of memory in a backward pass under DeepSpeed: its partially reduced gradients cannot be "
-            "discarded; the run is relaunched from the last checkpoint (lower distributed.micro_batch_per_device)"
-        )
+        # The trainer never restarts a DeepSpeed step in place (it relaunches instead).
+        raise TrainingError("DeepSpeed's partially reduced gradients cannot be discarded")
 
     @property
     def learning_rate(self) -> float:

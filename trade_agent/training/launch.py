@@ -26,12 +26,15 @@ import torch
 from trade_agent.config import Params, params_from_dict, to_plain
 from trade_agent.errors import TrainingError
 from trade_agent.io import canonical_json, read_json, sha256_text, write_json
+from trade_agent.training.device import select_device
 from trade_agent.training.distributed_setup import (
     check_distributed,
+    check_settings,
     deepspeed_config,
     grad_clip_of,
     precision_of,
     processes_per_node,
+    world_size,
 )
 from trade_agent.training.worker import ERRORS_DIR, RESULT_FILE
 
@@ -62,10 +65,24 @@ class DistributedRun:
     train_seconds: float
 
 
-def launch_command(params: Params, spec_path: Path, master_port: int) -> list[str]:
+def uses_cuda(params: Params) -> bool:
+    """Whether the ranks train on GPUs: ``base.device`` resolved once, with the CPU fallback.
+
+    Raises:
+        DeviceError: CUDA requested and unusable without ``cnn_lstm.fallback_to_cpu``.
+    """
+    return select_device(params.base.device, params.cnn_lstm.fallback_to_cpu).device.type == "cuda"
+
+
+def check_before_data(params: Params) -> None:
+    """The settings checks that need no data: call before preparing anything."""
+    check_settings(params, uses_cuda(params))
+
+
+def launch_command(params: Params, spec_path: Path, master_port: int, cuda: bool = False) -> list[str]:
     """The ``torchrun`` or DeepSpeed launcher command line for one node."""
     d = params.distributed
-    nproc = processes_per_node(params)
+    nproc = processes_per_node(params, torch.cuda.device_count() if cuda else 0)
     if d.backend == "torchrun":
         return [
             sys.executable,
@@ -96,13 +113,34 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _child_env(params: Params) -> dict[str, str]:
+def _child_env(params: Params, cuda: bool) -> dict[str, str]:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(params.distributed.threads_per_process)
     env["PYTHONUNBUFFERED"] = "1"
-    if not torch.cuda.is_available():
+    if not cuda:  # CPU ranks even on a GPU host (--device cpu, or the CUDA fallback)
         env["DS_ACCELERATOR"] = "cpu"
+        env["CUDA_VISIBLE_DEVICES"] = ""
     return env
+
+
+# Lines the ranks log through trade_agent's plain (non-TTY) handler; the launchers' own
+# chatter and tracebacks go to <run_dir>/launcher.log only.
+_RANK_LOG_PREFIXES = ("INFO ", "WARNING ", "ERROR ", "CRITICAL ")
+
+
+def _run_launcher(command: list[str], env: dict[str, str], log_path: Path) -> int:
+    with (
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as process,
+        log_path.open("a") as launcher_log,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            launcher_log.write(line)
+            if line.startswith(_RANK_LOG_PREFIXES):
+                sys.stderr.write(line)
+        return process.wait()
 
 
 def run_key(params: Params, features_hash: str, world: int) -> str:
@@ -143,9 +181,10 @@ def launch_cnn_lstm(
     from trade_agent.training.cnn_lstm import inputs_hash, load_window_data
 
     d = params.distributed
+    cuda = uses_cuda(params)
     data, _ = load_window_data(features_dir)
-    check_distributed(params, len(data.ends["train"]))
-    world = processes_per_node(params) * d.nnodes
+    check_distributed(params, len(data.ends["train"]), cuda)
+    world = world_size(params, cuda)
     # Each rank runs threads_per_process threads; the params record it (it is in the model metadata).
     raw = to_plain(params)
     raw["cnn_lstm"]["threads"] = d.threads_per_process
@@ -164,9 +203,10 @@ def launch_cnn_lstm(
         "keep_checkpoints": keep_checkpoints,
         "run_dir": str(run_dir.resolve()),
         "registry": {"root": str(registry_root.resolve()), "export": export_registry},
+        "cuda": cuda,
         "precision": precision_of(params),
         "grad_clip": grad_clip_of(params),
-        "deepspeed_config": deepspeed_config(params, torch.cuda.is_available()) if d.backend == "deepspeed" else None,
+        "deepspeed_config": deepspeed_config(params, cuda) if d.backend == "deepspeed" else None,
     }
     spec_path = write_json(run_dir / "spec.json", spec)
     started = time.perf_counter()
@@ -184,10 +224,12 @@ def launch_cnn_lstm(
         # One node: a fresh port per attempt (a killed attempt's port may linger in TIME_WAIT).
         single_node = d.nnodes == 1 and not d.hostfile
         port = _free_port() if single_node else d.master_port
-        command = launch_command(params, spec_path, port)
+        command = launch_command(params, spec_path, port, cuda)
         log.info("launching %d %s processes: %s", world, d.backend, " ".join(command[1:]))
-        # Launcher chatter goes to stderr: stdout stays the caller's (e.g. `--json`).
-        returncode = subprocess.run(command, env=_child_env(params), stdout=sys.stderr, check=False).returncode
+        returncode = _run_launcher(command, _child_env(params, cuda), run_dir / "launcher.log")
+        if returncode == 0 and d.node_rank > 0:  # node 0's rank 0 writes and registers the model
+            log.info("this node's ranks finished; node 0 registers the model")
+            return DistributedRun("", model_dir, {}, time.perf_counter() - started, attempt, world, checkpoint_dir, 0.0)
         if returncode == 0 and (run_dir / RESULT_FILE).is_file():
             result = read_json(run_dir / RESULT_FILE)
             return DistributedRun(
@@ -202,12 +244,13 @@ def launch_cnn_lstm(
             )
         errors = [read_json(p) for p in sorted((run_dir / ERRORS_DIR).glob("rank*.json"))]
         for error in errors:
-            if not error["transient"]:
-                raise DistributedRunError(error["message"], int(error["exit_code"]))
+            if not error["transient"]:  # the user's input, or a bug: a relaunch would fail the same way
+                message = error["message"] if error["exit_code"] == 2 else f"rank {error['rank']}: {error['message']}"
+                raise DistributedRunError(message, int(error["exit_code"]))
         reason = (
             f"rank {errors[0]['rank']}: {errors[0]['message']}"
             if errors
-            else f"a process was killed or crashed (launcher exit code {returncode})"
+            else f"a process was killed or crashed (launcher exit code {returncode}; see {run_dir / 'launcher.log'})"
         )
     raise DistributedRunError(
         f"distributed training failed after {attempts} attempt(s), last: {reason}; checkpoints are kept in "

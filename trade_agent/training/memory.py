@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA/CPU allocator failures (torch raises several types and plain RuntimeErrors)."""
+    text = str(exc).lower()
     return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+        # CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
+        isinstance(exc, RuntimeError) and any(s in text for s in ("out of memory", "allocate memory"))
     )
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trade_agent.config import CnnLstmConfig
-from trade_agent.errors import ConfigError
+from trade_agent.errors import ConfigError, TrainingError
 from trade_agent.evaluation.metrics import prediction_metrics
 from trade_agent.io import atomic_path, read_json, write_json
 from trade_agent.models.cnn_lstm import CNNLSTM
@@ -46,6 +46,15 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 COMPLETE_MARKER = "complete.json"
+OOM_HINT = "oom-hint.json"  # a relaunch after an unrecoverable out-of-memory error starts smaller
+
+
+class RelaunchNeeded(TrainingError):
+    """This attempt cannot go on, but a relaunch from the last checkpoint can (retryable)."""
+
+    transient = True
+
+
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -170,6 +179,12 @@ class CNNLSTMTrainer:
             global_batch = int(self.config.batch_size)
             micro = math.ceil(global_batch / (world * p.gradient_accumulation))
         plan = BatchPlan(global_batch, micro, world, minimum=min(self.config.min_batch_size, micro))
+        hint = self.checkpoint_dir / OOM_HINT if self.checkpoint_dir else None
+        if hint is not None and hint.is_file() and read_json(hint)["micro_batch"] < plan.micro_batch:
+            previous = read_json(hint)
+            log.warning("a previous attempt ran out of memory: micro-batch %d", previous["micro_batch"])
+            plan.oom_events.append({"step": previous["step"], "from": plan.micro_batch, "to": previous["micro_batch"]})
+            plan.micro_batch = previous["micro_batch"]
         log.info(
             "batch: %d samples per step = %d rank(s) x %d micro-batch(es) of <= %d",
             plan.global_batch,
@@ -269,8 +284,10 @@ class CNNLSTMTrainer:
                     try:
                         self.engine.backward(loss * self.engine.loss_multiplier)
                     except RuntimeError as exc:
-                        if not is_out_of_memory(exc) or self.ranks.distributed:
+                        if not is_out_of_memory(exc):
                             raise
+                        if self.ranks.distributed or isinstance(self.engine, DeepSpeedEngine):
+                            self._leave_oom_hint(exc)  # peers are inside the all-reduce: relaunch smaller
                         self.engine.discard()  # partial gradients of this step are unusable
                         self.plan.shrink(self.steps_done, exc)
                         done, share, max_left = 0, 0.0, len(shard)
@@ -281,6 +298,18 @@ class CNNLSTMTrainer:
                 break
         self.engine.step()
         return share
+
+    def _leave_oom_hint(self, error: RuntimeError) -> NoReturn:
+        """Record the halved micro-batch for the relaunch, then fail this attempt (retryable)."""
+        halved = self.plan.micro_batch // 2
+        if halved < self.plan.minimum or self.checkpoint_dir is None:
+            self.plan.shrink(self.steps_done, error)  # raises the give-up error
+        assert self.checkpoint_dir is not None
+        write_json(self.checkpoint_dir / OOM_HINT, {"micro_batch": halved, "step": self.steps_done})
+        raise RelaunchNeeded(
+            f"out of memory at micro-batch {self.plan.micro_batch} (step {self.steps_done}) on rank "
+            f"{self.ranks.rank}; relaunching from the last checkpoint with micro-batch {halved}"
+        )
 
     def _guarded_forward(
         self, rows: torch.Tensor, batch: torch.Tensor, norms: tuple[float, float]
@@ -295,6 +324,9 @@ class CNNLSTMTrainer:
         except RuntimeError as exc:
             if not is_out_of_memory(exc):
                 raise
+            if self.ranks.distributed and getattr(self.engine, "zero_stage", 0) == 3:
+                # Peers are inside ZeRO-3's parameter all-gather of this forward.
+                self._leave_oom_hint(exc)
             release_memory()
             return None, RuntimeError(str(exc))  # not the original: its traceback pins the activations
 
@@ -319,7 +351,11 @@ class CNNLSTMTrainer:
         part = self.ranks.shard(ends)
         probs, preds = [torch.zeros((0, 3))], [torch.zeros(0)]
         sums = torch.zeros(2, dtype=torch.float64)
-        for batch in part.split(batch_size):
+        batches = list(part.split(batch_size))
+        # Every rank runs the same number of forwards (ZeRO-3 gathers parameters in each).
+        for _ in range(self.ranks.max(len(batches)) - len(batches) if len(ends) else 0):
+            forward(self.data.windows(ends[:1]))
+        for batch in batches:
             logits, predicted = forward(self.data.windows(batch))
             classification, regression = self._loss_sums(logits, predicted, batch)
             sums += torch.tensor([float(classification), float(regression)], dtype=torch.float64)
@@ -352,6 +388,11 @@ class CNNLSTMTrainer:
     # -- checkpoints ----------------------------------------------------------------
 
     @property
+    def sharded_checkpoints(self) -> bool:
+        """Launched runs (any number of ranks) write ``epoch-N/`` directories per rank."""
+        return self.parallelism.backend != "local"
+
+    @property
     def checkpoint_path(self) -> Path | None:
         return self.checkpoint_dir / CHECKPOINT_FILE if self.checkpoint_dir else None
 
@@ -370,7 +411,7 @@ class CNNLSTMTrainer:
     def _save_checkpoint(self, state: dict[str, Any]) -> None:
         if self.checkpoint_dir is None:
             return
-        if self.ranks.distributed:
+        if self.sharded_checkpoints:
             self._save_sharded(state)
             return
         assert isinstance(self.engine, LocalEngine) and self.checkpoint_path is not None
@@ -400,7 +441,7 @@ class CNNLSTMTrainer:
     def _load_checkpoint(self) -> dict[str, Any] | None:
         if self.checkpoint_dir is None:
             return None
-        if self.ranks.distributed:
+        if self.sharded_checkpoints:
             return self._load_sharded()
         path = self.checkpoint_path
         if path is None or not path.is_file():
@@ -444,7 +485,8 @@ class CNNLSTMTrainer:
         if resumed is not None:
             state.update({k: resumed[k] for k in state if k in resumed})
             self.steps_done = int(state["steps_done"])
-            where = self.checkpoint_path if not self.ranks.distributed else self.checkpoint_dir
+            self._restore_plan(resumed)
+            where = self.checkpoint_dir if self.sharded_checkpoints else self.checkpoint_path
             log.info("resuming from %s after epoch %d", where, state["epoch"])
             if self.on_epoch is not None:  # replay so the curves cover the whole run
                 for entry in state["history"]:
@@ -469,6 +511,8 @@ class CNNLSTMTrainer:
                 state["bad_epochs"] += 1
             stopped_early = state["bad_epochs"] >= self.config.patience
             state["epoch"], state["steps_done"] = epoch, self.steps_done
+            state["batch"] = {"global": self.plan.global_batch, "micro": self.plan.micro_batch}
+            state["oom_events"] = list(self.plan.oom_events)
             self._save_checkpoint(state)
             faults.after_checkpoint(epoch, self.ranks.rank)
             log.info(
@@ -490,6 +534,21 @@ class CNNLSTMTrainer:
             batch=self.plan.to_dict(),
             train_seconds=train_seconds,
         )
+
+    def _restore_plan(self, resumed: dict[str, Any]) -> None:
+        """Continue with the checkpoint's batch plan (its schedule assumed that global batch)."""
+        saved = resumed.get("batch")
+        if saved is None:
+            return
+        if int(saved["global"]) != self.plan.global_batch:
+            raise ConfigError(
+                f"{self.checkpoint_dir}: checkpoint trained with {saved['global']} samples per step, this run has "
+                f"{self.plan.global_batch} (batch_size auto probed differently); set cnn_lstm.batch_size: "
+                f"{saved['global']} to resume, or --no-resume"
+            )
+        self.plan.micro_batch = min(self.plan.micro_batch, int(saved["micro"]))
+        known = list(resumed.get("oom_events", []))
+        self.plan.oom_events = known + [e for e in self.plan.oom_events if e not in known]
 
     def _finish(self, best: dict[str, torch.Tensor]) -> None:
         """Leave ``self.model`` a plain fp32 network with the best weights."""

@@ -320,6 +320,10 @@ class UnifiedTrainingManager:
                 f"{config.model_type} itself trains in one process (stable-baselines3); drop --distributed"
             )
         params = build_params(config)
+        if config.distributed:
+            from trade_agent.training.launch import check_before_data
+
+            check_before_data(params)  # settings errors before any data work or search
         out = Path(config.output_dir)
         registry = ModelRegistry(self.registry_root, grading=params.grading)
         if config.model_type in AGENT_TYPES and upstream and upstream != "new":
@@ -339,6 +343,8 @@ class UnifiedTrainingManager:
         model_dir = out / "model"
         if config.distributed:
             launched = self._launch_cnn_lstm(config, params, out / "data" / "features", model_dir, out)
+            if not launched.model_id:  # a multi-node run's other nodes: node 0 registers
+                return TrainingResult(training_id, config.model_type, "completed", metrics={})
             model_id, metrics, checkpoints = launched.model_id, launched.metrics, []
             registry = ModelRegistry(self.registry_root, grading=params.grading)  # rank 0 registered it
         else:

@@ -29,16 +29,15 @@ from trade_agent.log import setup_logging
 from trade_agent.training.process_group import Ranks
 from trade_agent.training.trainer import Parallelism
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("trade_agent.training.worker")  # not __name__: this runs as __main__
 
 RESULT_FILE = "result.json"
 ERRORS_DIR = "errors"
 
 
-def init_process_group(backend: str, timeout_s: float) -> Ranks:
+def init_process_group(backend: str, timeout_s: float, cuda: bool) -> Ranks:
     """Join the job's process group (gloo on CPU, NCCL on CUDA)."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
     comm = "nccl" if cuda else "gloo"
     timeout = timedelta(seconds=timeout_s)
     if cuda:
@@ -62,7 +61,7 @@ def run(spec: dict[str, Any]) -> None:
     started = time.perf_counter()
     params = params_from_dict(spec["params"])
     d = params.distributed
-    ranks = init_process_group(d.backend, d.timeout_s)
+    ranks = init_process_group(d.backend, d.timeout_s, bool(spec["cuda"]))
     if not ranks.is_main:  # one copy of the progress lines; warnings from every rank
         logging.getLogger("trade_agent").handlers[0].setLevel(logging.WARNING)
     parallelism = Parallelism(
@@ -111,6 +110,22 @@ def run(spec: dict[str, Any]) -> None:
     dist.destroy_process_group()
 
 
+_COMMUNICATION_FAILURES = ("connection", "timed out", "timeout", "broken pipe", "peer", "nccl", "gloo")
+
+
+def lost_peer(error: BaseException) -> bool:
+    """A collective failed because another rank died or hung: a relaunch can succeed.
+
+    Anything else (a bug, a bad setting) would fail the same way again and is not retried.
+    """
+    if isinstance(error, TradeAgentError):
+        return False
+    text = str(error).lower()
+    return isinstance(error, dist.DistError | ConnectionError | TimeoutError) or (
+        isinstance(error, RuntimeError) and any(word in text for word in _COMMUNICATION_FAILURES)
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("spec", type=Path)
@@ -124,9 +139,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(spec)
     except Exception as error:  # report on one line, for the launcher to relay
-        transient = not isinstance(error, TradeAgentError)
+        transient = bool(getattr(error, "transient", False)) or lost_peer(error)
         code = getattr(error, "exit_code", 1)
-        message = str(error) if not transient else f"{type(error).__name__}: {error}"
+        message = str(error) if isinstance(error, TradeAgentError) else f"{type(error).__name__}: {error}"
         log.debug("rank %s failed", rank, exc_info=True)
         write_json(
             Path(spec["run_dir"]) / ERRORS_DIR / f"rank{rank}.json",
