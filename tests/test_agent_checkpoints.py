@@ -114,6 +114,9 @@ def test_resume_false_starts_over(tmp_path: Path) -> None:
 
 def test_sb3_zip_is_loaded_only_after_its_checksum_verifies(tmp_path: Path) -> None:
     run = train_agent("ppo", tiny_params("ppo", total=64), PANELS, tmp_path / "agent")
+    again = train_agent("ppo", tiny_params("ppo", total=64), PANELS, tmp_path / "again")
+    # Reproducible bytes (no wall-clock or memory addresses), so DVC sees identical outputs.
+    assert (again.agent_dir / "model.zip").read_bytes() == (run.agent_dir / "model.zip").read_bytes()
     registry = ModelRegistry(tmp_path / "models", export=False)
     model_id = registry.register_model("ppo", run.agent_dir, None, {}, run.metrics, {})
     model = load_sb3_model(registry, model_id, tmp_path / "work")

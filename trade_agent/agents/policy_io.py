@@ -75,6 +75,38 @@ def save_policy(
     )
 
 
+def save_sb3_zip(model: BaseAlgorithm, target: Path) -> Path:
+    """``model.save`` made reproducible: the same weights give the same bytes.
+
+    SB3's zip records wall-clock values (entry timestamps, ``start_time``) and readable
+    reprs beside each cloudpickled object (some with memory addresses). Loading needs only
+    ``:type:`` and ``:serialized:``, so the rest is dropped and the timestamps are fixed.
+    Written atomically.
+    """
+    import io
+    import json
+    import zipfile
+
+    from trade_agent.io import atomic_path
+
+    buffer = io.BytesIO()
+    model.save(buffer)
+    with zipfile.ZipFile(buffer) as source, atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w") as out:
+        for info in source.infolist():
+            content = source.read(info.filename)
+            if info.filename == "data":
+                data = json.loads(content)
+                data["start_time"] = 0
+                for key, value in data.items():
+                    if isinstance(value, dict) and ":serialized:" in value:
+                        data[key] = {k: value[k] for k in (":type:", ":serialized:") if k in value}
+                content = json.dumps(data, indent=4, sort_keys=True).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = info.compress_type
+            out.writestr(fixed, content)
+    return target
+
+
 def load_policy(directory: Path) -> tuple[BasePolicy, dict[str, Any]]:
     """Rebuild the policy from ``policy.json`` and load ``policy.pt`` (never unpickles).
 

@@ -27,7 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from trade_agent.agents.checkpoint import CheckpointCallback, clear_checkpoint, has_checkpoint, load_checkpoint
 from trade_agent.agents.evaluation import ValSharpeCallback, episode_metrics, evaluate, run_episode
 from trade_agent.agents.factory import build_agent, net_arch
-from trade_agent.agents.policy_io import save_policy
+from trade_agent.agents.policy_io import SB3_ZIP, save_policy, save_sb3_zip
 from trade_agent.config import Params
 from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
@@ -161,9 +161,7 @@ def train_agent(
         metrics["test/total_reward"] = float(episode.total_reward)
     agent_dir.mkdir(parents=True, exist_ok=True)
     save_policy(model, algo, net_arch(config, algo), agent_dir, features_extractor=features_extractor)
-    partial = agent_dir / ".model.partial.zip"  # SB3 insists on a .zip suffix
-    model.save(partial)
-    partial.replace(agent_dir / "model.zip")
+    save_sb3_zip(model, agent_dir / SB3_ZIP)
     write_json(agent_dir / "metrics.json", metrics)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
