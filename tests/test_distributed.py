@@ -198,7 +198,7 @@ def test_deepspeed_config_from_params_and_user_json(tmp_path: Path) -> None:
         ({"offload": True}, {}, "this machine has no usable CUDA device"),
         ({}, {"norm": "batch"}, "cnn_lstm.norm: batch keeps batch statistics per process"),
         ({"nnodes": 2}, {}, "nnodes > 1 with DeepSpeed needs --hostfile"),
-        ({"precision": "fp16"}, {}, "precision fp16 needs CUDA"),
+        ({"precision": "fp16"}, {}, "precision fp16 needs a CUDA device"),
         ({"hostfile": "missing-hosts"}, {}, "missing-hosts: hostfile not found"),
         ({"backend": "torchrun", "zero_stage": 2, "deepspeed_config": "x.json"}, {}, "needs backend deepspeed"),
         ({"nproc": 64}, {}, "cnn_lstm.batch_size 32 is smaller than 64 processes"),

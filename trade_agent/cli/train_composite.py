@@ -100,7 +100,7 @@ def ensemble(
     validation Sharpe, backtest the combination on test, register with the members as dependencies."""
     from dataclasses import replace
 
-    from trade_agent.config import EnsembleConfig, load_params_or_defaults
+    from trade_agent.config import load_params_or_defaults
     from trade_agent.evaluation.inference import Inference
     from trade_agent.log import setup_logging
     from trade_agent.registry import ModelRegistry
@@ -109,7 +109,7 @@ def ensemble(
     setup_logging()
     params = load_params_or_defaults(params_file)
     if method is not None:
-        params = replace(params, ensemble=EnsembleConfig(**{**params.ensemble.__dict__, "method": method}))
+        params = replace(params, ensemble=replace(params.ensemble, method=method))
     registry = ModelRegistry("models", grading=params.grading)
     ids = [registry.resolve_id(m.strip()) for m in models.split(",") if m.strip()]
     entries = [registry.get_model(i) for i in ids]
@@ -136,7 +136,7 @@ def ensemble(
         members,
         runs["val"],
         runs["test"],
-        inference.positions(ids[0], "test").common,
+        positions[0].common,  # the loop's last split is test
         output_dir / "model",
         output_dir / "metrics.json",
     )

@@ -12,6 +12,7 @@ be compared, combined and backtested on the same prices:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,11 @@ class SplitData:
 
     def prices(self) -> tuple[FloatArray, FloatArray, pd.DatetimeIndex, list[str]]:
         """``(open, close)`` of the split's bars ``(S, N)``, their timestamps and symbols."""
+        return self._prices
+
+    @functools.cached_property
+    def _prices(self) -> tuple[FloatArray, FloatArray, pd.DatetimeIndex, list[str]]:
+        # Asked for by every model evaluated on the split: merge the frames once.
         panel, times, symbols = build_panel(self.features, self.feature_names, None, self.market, self.split, 1)
         return panel.open, panel.close, times, symbols
 

@@ -130,7 +130,7 @@ def train_cnn_lstm(
     choice = select_device(params.base.device, config.fallback_to_cpu)
     if ranks.distributed and choice.device.type == "cuda":
         choice = DeviceChoice(torch.device("cuda", ranks.local_rank), choice.requested)
-    check_precision(config.precision, choice.device)
+    check_precision((parallelism and parallelism.precision) or config.precision, choice.device)
     data, schema = load_window_data(features_dir)
     spec = CNNLSTMSpec.from_config(config, data.n_features, data.sequence_length)
     model = CNNLSTM(spec).to(choice.device)

@@ -15,6 +15,7 @@ import torch
 
 from trade_agent.config import Params
 from trade_agent.errors import ConfigError, InputError
+from trade_agent.training.device import check_precision
 
 # Keys of a user's DeepSpeed JSON that would replace the trainer's own AdamW and schedule.
 _OWNED_KEYS = ("optimizer", "scheduler")
@@ -141,8 +142,7 @@ def check_settings(params: Params, cuda: bool) -> None:
         )
     if d.offload and (d.backend != "deepspeed" or d.zero_stage == 0):
         raise ConfigError("distributed.offload needs backend deepspeed with zero_stage >= 1")
-    if precision_of(params) == "fp16" and not cuda:
-        raise ConfigError("precision fp16 needs CUDA (loss scaling on GPU); use fp32 (or bf16) on CPU")
+    check_precision(precision_of(params), torch.device("cuda" if cuda else "cpu"))
     if params.cnn_lstm.norm == "batch":
         raise ConfigError(
             "cnn_lstm.norm: batch keeps batch statistics per process, so ranks would train different models; "

@@ -27,6 +27,7 @@ from torch import nn
 from trade_agent.errors import TrainingError
 from trade_agent.io import atomic_path
 from trade_agent.models.cnn_lstm import CNNLSTM
+from trade_agent.training.device import autocast_dtype
 
 STATE_FILE = "state.pt"
 
@@ -45,7 +46,7 @@ class LocalEngine:
     ) -> None:
         self.module, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.grad_clip, self.device = grad_clip, device
-        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.autocast = autocast_dtype(precision)
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
         self.loss_multiplier = 1.0
         self.optimizer.zero_grad(set_to_none=True)

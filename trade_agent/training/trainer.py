@@ -161,6 +161,7 @@ class CNNLSTMTrainer:
         )
         self.deepspeed_config: dict[str, Any] | None = None
         self.engine = self._build_engine()
+        self._fitted = False  # after fit(): evaluate with the plain best-weights model
 
     # -- batch sizes and engine -------------------------------------------------------
 
@@ -179,9 +180,9 @@ class CNNLSTMTrainer:
             global_batch = int(self.config.batch_size)
             micro = math.ceil(global_batch / (world * p.gradient_accumulation))
         plan = BatchPlan(global_batch, micro, world, minimum=min(self.config.min_batch_size, micro))
-        hint = self.checkpoint_dir / OOM_HINT if self.checkpoint_dir else None
-        if hint is not None and hint.is_file() and read_json(hint)["micro_batch"] < plan.micro_batch:
-            previous = read_json(hint)
+        hint_file = self.checkpoint_dir / OOM_HINT if self.checkpoint_dir else None
+        previous = read_json(hint_file) if hint_file is not None and hint_file.is_file() else None
+        if previous is not None and previous["micro_batch"] < plan.micro_batch:
             log.warning("a previous attempt ran out of memory: micro-batch %d", previous["micro_batch"])
             plan.oom_events.append({"step": previous["step"], "from": plan.micro_batch, "to": previous["micro_batch"]})
             plan.micro_batch = previous["micro_batch"]
@@ -373,8 +374,6 @@ class CNNLSTMTrainer:
     def _plain_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, predicted = self.model(x.to(self.device))
         return logits, predicted
-
-    _fitted = False
 
     def evaluate(self, split: str) -> dict[str, float]:
         """Loss and :func:`prediction_metrics` on one split, keys prefixed ``<split>/``."""

@@ -8,7 +8,6 @@ as exceptions: the result has ``status == "failed"`` and the error's message.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import threading
@@ -222,7 +221,7 @@ def build_params(config: TrainingConfig) -> Params:
     base = config.extra.get("params")
     if not isinstance(base, Params):
         base = load_params_or_defaults(config.extra.get("params_file"))
-    raw = {section.name: to_plain(getattr(base, section.name)) for section in dataclasses.fields(Params)}
+    raw = to_plain(base)
     chosen = resolve_data(config.data_path)
     # The data source comes from DATA; how to read and clean it (date_format, max_gap,
     # symbol, align, synthetic_*) still comes from params.
@@ -475,7 +474,7 @@ class UnifiedTrainingManager:
         timeout = config.extra.get("timeout")
         spec = SearchSpec(
             stage=stage,
-            params={f.name: to_plain(getattr(params, f.name)) for f in dataclasses.fields(Params)},
+            params=to_plain(params),
             market=str(market),
             work_dir=str(out / "optuna" / "work"),
             study_name=str(config.extra.get("study_name") or study_name(stage, params, inputs)),
@@ -511,7 +510,7 @@ class UnifiedTrainingManager:
                 params.features.sequence_length,
                 length,
             )
-            raw = {f.name: to_plain(getattr(params, f.name)) for f in dataclasses.fields(Params)}
+            raw = to_plain(params)
             raw["features"]["sequence_length"] = length
             params = params_from_dict(raw)
         return target, params

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -63,11 +64,15 @@ def agent_objective(
     from trade_agent.agents.train import load_panels, train_agent
 
     search = params.optimize.search(algo)
+    panels_by_window: dict[int, Any] = {}  # panels depend only on rl.common.window (frozen, shareable)
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, search.space) | {f"rl.{algo}.total_timesteps": search.budget}
         trial_params = apply_trial_params(params, values)
-        panels = load_panels(trial_params, features_dir, embeddings, market)
+        window = trial_params.rl.common.window
+        if window not in panels_by_window:
+            panels_by_window[window] = load_panels(trial_params, features_dir, embeddings, market)
+        panels = panels_by_window[window]
         run = train_agent(
             algo,
             trial_params,

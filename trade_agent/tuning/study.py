@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -66,7 +65,7 @@ def apply_trial_params(params: Params, values: dict[str, Any]) -> Params:
     Raises:
         ConfigError: a key that is not a params entry.
     """
-    raw = {f.name: to_plain(getattr(params, f.name)) for f in dataclasses.fields(Params)}
+    raw = to_plain(params)
     for key, value in values.items():
         node = raw
         *path, leaf = key.split(".")
