@@ -95,7 +95,7 @@ def tiny_params_dict(**overrides: dict) -> dict:
     raw["features"].update(TINY_FEATURES)
     raw["labels"]["horizon"] = 2
     raw["cnn_lstm"].update(TINY_CNN_LSTM)
-    raw["rl"]["common"].update(window=5, episode_length=40, eval_freq=100)
+    raw["rl"]["common"].update(window=5, episode_length=40, eval_freq=100, features=["ret_1", "ret_5", "rvol_5"])
     raw["rl"]["ppo"].update(net_arch=[16], total_timesteps=256, n_envs=2, n_steps=64, batch_size=64, n_epochs=1)
     for algo in ("sac", "td3"):
         raw["rl"][algo].update(net_arch=[16], total_timesteps=200, learning_starts=50, batch_size=32)

@@ -67,8 +67,20 @@ def episode_metrics(episode: Episode, periods_per_year: float = 252.0) -> dict[s
     )
 
 
+def sharpe_standard_error(sharpe: float, n: int, periods_per_year: float = 252.0) -> float:
+    """Standard error of an annualised Sharpe ratio estimated from ``n`` i.i.d. periods (Lo, 2002)."""
+    per_period = sharpe / np.sqrt(periods_per_year)
+    return float(np.sqrt((1.0 + 0.5 * per_period**2) / max(n, 1)) * np.sqrt(periods_per_year))
+
+
 class ValSharpeCallback(BaseCallback):
-    """Every ``eval_freq`` steps, evaluate on the validation panel; keep the best policy by Sharpe."""
+    """Every ``eval_freq`` steps, evaluate on the validation panel and keep the selected policy.
+
+    A policy replaces the selected one only when its validation Sharpe is higher by
+    ``margin`` standard errors (:func:`sharpe_standard_error` over the validation bars);
+    with ``evaluate_at_start`` the starting policy (a warm start) is the first candidate, so
+    training keeps it unless it finds something clearly better on validation.
+    """
 
     def __init__(
         self,
@@ -77,11 +89,15 @@ class ValSharpeCallback(BaseCallback):
         eval_freq: int,
         discrete: bool = False,
         on_evaluate: Callable[[int, float], None] | None = None,
+        margin: float = 0.0,
+        evaluate_at_start: bool = False,
     ):
         super().__init__()
         self.on_evaluate = on_evaluate  # (step, val Sharpe), e.g. an Optuna pruner
         self.val_panel, self.sim_config, self.eval_freq, self.discrete = val_panel, config, eval_freq, discrete
+        self.margin, self.evaluate_at_start = margin, evaluate_at_start
         self.best_sharpe = -np.inf
+        self.best_step = -1
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []
         self.next_evaluation = eval_freq
@@ -93,12 +109,18 @@ class ValSharpeCallback(BaseCallback):
     def evaluate_now(self) -> None:
         metrics = evaluate(self._predict, self.val_panel, self.sim_config, self.discrete)
         self.history.append({"step": float(self.num_timesteps), **{f"val/{k}": v for k, v in metrics.items()}})
-        if metrics["sharpe"] > self.best_sharpe:
-            self.best_sharpe = metrics["sharpe"]
+        bars = self.val_panel.n_bars - self.sim_config.window
+        required = self.best_sharpe + self.margin * sharpe_standard_error(metrics["sharpe"], bars)
+        if self.best_state is None or metrics["sharpe"] > required:
+            self.best_sharpe, self.best_step = metrics["sharpe"], self.num_timesteps
             self.best_state = copy.deepcopy(self.model.policy.state_dict())
         log.info("step %d val/sharpe %.3f (best %.3f)", self.num_timesteps, metrics["sharpe"], self.best_sharpe)
         if self.on_evaluate is not None:
             self.on_evaluate(self.num_timesteps, metrics["sharpe"])
+
+    def _on_training_start(self) -> None:
+        if self.evaluate_at_start and self.best_state is None:
+            self.evaluate_now()
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self.next_evaluation:

@@ -48,7 +48,7 @@ def build_agent(
             n_epochs=c.n_epochs,
             gamma=c.gamma,
             ent_coef=c.ent_coef,
-            policy_kwargs={"net_arch": list(c.net_arch), **extra},
+            policy_kwargs={"net_arch": list(c.net_arch), "log_std_init": c.log_std_init, **extra},
             **common,
         )
     if config.common.discrete:

@@ -67,10 +67,12 @@ class HybridBuilder:
         agent_spec = read_json(agent_dir / "policy.json")
         if agent_spec["algo"] != algo:
             raise ConfigError(f"{agent_dir}: is a {agent_spec['algo']} agent; a {algo} hybrid needs a {algo} agent")
+        self.observation: dict[str, Any] | None = agent_spec.get("observation")
+        self.window = int(self.observation["window"]) if self.observation else params.rl.common.window
         self.sequence_length = self.encoder.spec.sequence_length
-        if params.rl.common.window > self.sequence_length:
+        if self.window > self.sequence_length:
             raise ConfigError(
-                f"rl.common.window {params.rl.common.window} exceeds the CNN-LSTM's sequence length "
+                f"rl.common.window {self.window} exceeds the CNN-LSTM's sequence length "
                 f"{self.sequence_length}; a hybrid needs window <= sequence_length"
             )
         self.copied: list[str] = []
@@ -82,7 +84,7 @@ class HybridBuilder:
     def extractor_spec(self, n_assets: int) -> dict[str, Any]:
         return {
             "name": EXTRACTOR_NAME,
-            "kwargs": extractor_kwargs(self.cnn_lstm_config, n_assets, self.params.rl.common.window),
+            "kwargs": extractor_kwargs(self.cnn_lstm_config, n_assets, self.window, self.observation),
             "shared": self.algo == "ppo" or self.params.hybrid.off_policy_encoder == "shared",
         }
 
@@ -160,7 +162,7 @@ def train_hybrid(
         {
             "algo": algo,
             "sequence_length": builder.sequence_length,
-            "window": params.rl.common.window,
+            "window": builder.window,
             "feature_names": builder.cnn_lstm_config["feature_names"],
             "preprocessor_id": builder.cnn_lstm_config["preprocessor_id"],
             "warm_started_tensors": len(builder.copied),

@@ -54,8 +54,12 @@ def save_policy(
     directory: Path,
     state_dict: dict[str, torch.Tensor] | None = None,
     features_extractor: dict[str, Any] | None = None,
+    observation: dict[str, Any] | None = None,
 ) -> None:
     """Write ``policy.pt`` and ``policy.json`` (``state_dict`` defaults to the current policy).
+
+    ``observation``: the agent's observed columns and state normalisation
+    (:meth:`trade_agent.envs.observation.Observation.to_json`), replayed at inference.
 
     ``features_extractor``: ``{"name": ..., "kwargs": {...}}`` of a registered extractor
     (see :data:`trade_agent.models.hybrid.EXTRACTORS`), for hybrids.
@@ -71,6 +75,7 @@ def save_policy(
             "observation_space": _space_to_json(model.observation_space),
             "action_space": _space_to_json(model.action_space),
             **({"features_extractor": features_extractor} if features_extractor else {}),
+            **({"observation": observation} if observation else {}),
         },
     )
 

@@ -28,7 +28,9 @@ from trade_agent.agents.checkpoint import CheckpointCallback, clear_checkpoint, 
 from trade_agent.agents.evaluation import ValSharpeCallback, episode_metrics, evaluate, run_episode
 from trade_agent.agents.factory import build_agent, net_arch
 from trade_agent.agents.policy_io import SB3_ZIP, save_policy, save_sb3_zip
+from trade_agent.agents.warm_start import clone_policy, demonstrations, teacher_targets
 from trade_agent.config import Params
+from trade_agent.envs.observation import PROBABILITY_COLUMNS, Observation, ObservationSpec
 from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
 from trade_agent.envs.trading_env import VecPortfolioEnv
@@ -126,6 +128,11 @@ def train_agent(
     config, sim = params.rl, sim or simulator_config(params)
     algo_config = getattr(config, algo)
     discrete = config.common.discrete
+    raw_train = panels["train"]
+    observation: Observation | None = None
+    if build is None:  # a hybrid's extractor builds (and normalises) its observation itself
+        observation = Observation.fit(observation_spec(params), raw_train)
+        panels = {split: observation.apply(panel) for split, panel in panels.items()}
     env = VecPortfolioEnv(panels["train"], sim, n_envs=algo_config.n_envs, discrete=discrete, seed=params.base.seed)
     callbacks: list[BaseCallback] = []
     if build is None:
@@ -133,13 +140,25 @@ def train_agent(
     else:
         model, extra = build(env)
         callbacks.extend(extra)
-    selector = ValSharpeCallback(panels["val"], sim, config.common.eval_freq, discrete, on_evaluate)
+    resuming = checkpoint_dir is not None and resume and has_checkpoint(checkpoint_dir)
+    warm = build is not None  # hybrids start as their stage-2 agent
+    if build is None and config.common.warm_start and not resuming:
+        warm = _warm_start(model, params, raw_train, panels["train"], observation, sim, discrete)
+    selector = ValSharpeCallback(
+        panels["val"],
+        sim,
+        config.common.eval_freq,
+        discrete,
+        on_evaluate,
+        margin=config.common.selection_margin,
+        evaluate_at_start=warm,
+    )
     callbacks.insert(0, selector)
     resumed_from = 0
     if checkpoint_dir is not None:
         if not resume:
             clear_checkpoint(checkpoint_dir)
-        elif has_checkpoint(checkpoint_dir):
+        elif resuming:
             resumed_from = load_checkpoint(model, selector, checkpoint_dir)
             log.info("%s: resuming from %s at step %d", algo, checkpoint_dir, resumed_from)
         callbacks.append(CheckpointCallback(checkpoint_dir, config.common.checkpoint_freq, selector))
@@ -159,8 +178,20 @@ def train_agent(
         returns = episode.returns
         metrics |= {f"test/{k}": v for k, v in episode_metrics(episode).items()}
         metrics["test/total_reward"] = float(episode.total_reward)
+        from trade_agent.evaluation.bootstrap import sharpe_interval
+
+        # The registry grades the bootstrap lower bound too (docs/grading.md).
+        low, high = sharpe_interval(episode.returns, seed=params.base.seed)
+        metrics["test/sharpe_ci_low"], metrics["test/sharpe_ci_high"] = low, high
     agent_dir.mkdir(parents=True, exist_ok=True)
-    save_policy(model, algo, net_arch(config, algo), agent_dir, features_extractor=features_extractor)
+    save_policy(
+        model,
+        algo,
+        net_arch(config, algo),
+        agent_dir,
+        features_extractor=features_extractor,
+        observation=observation.to_json() if observation is not None else None,
+    )
     save_sb3_zip(model, agent_dir / SB3_ZIP)
     write_json(agent_dir / "metrics.json", metrics)
     if metrics_path is not None:
@@ -181,6 +212,34 @@ def train_agent(
         duration,
     )
     return AgentRun(algo, agent_dir, metrics, duration, resumed_from)
+
+
+def observation_spec(params: Params) -> ObservationSpec:
+    common = params.rl.common
+    return ObservationSpec(tuple(common.features), common.embedding, common.window)
+
+
+def _warm_start(
+    model: BaseAlgorithm,
+    params: Params,
+    raw_train: MarketPanel,
+    train: MarketPanel,
+    observation: Observation | None,
+    sim: SimulatorConfig,
+    discrete: bool,
+) -> bool:
+    """Behaviour-clone ``model`` to the stage-1 threshold policy; False when the panels hold
+    no CNN-LSTM probabilities to clone (the agent then starts from scratch)."""
+    if observation is None or not all(c in raw_train.context_names for c in PROBABILITY_COLUMNS):
+        log.warning("rl.common.warm_start: the observation holds no CNN-LSTM probabilities; starting from scratch")
+        return False
+    index = [raw_train.context_names.index(c) for c in PROBABILITY_COLUMNS]
+    common = params.rl.common
+    targets = teacher_targets(raw_train.context[:, :, index], params.evaluate.cnn_lstm_threshold, common.max_leverage)
+    steps = 8 * train.n_bars
+    observations, actions = demonstrations(train, targets, sim, n_envs=8, steps=steps, seed=params.base.seed)
+    clone_policy(model, observations, actions, discrete=discrete, seed=params.base.seed)
+    return True
 
 
 def register_agent(run: AgentRun, params: Params, cnn_lstm_dir: Path, registry: ModelRegistry) -> str:

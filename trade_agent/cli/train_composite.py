@@ -20,7 +20,7 @@ def _report(model_id: str, metrics: dict[str, float], grade: str | None, as_json
     if as_json:
         typer.echo(json.dumps({"model_id": model_id, "performance_grade": grade, "metrics": metrics}, indent=2))
         return
-    shown = ("sharpe", "total_return", "max_drawdown", "turnover", "ensemble_accuracy", "diversity")
+    shown = ("sharpe", "sharpe_ci_low", "total_return", "max_drawdown", "turnover", "ensemble_accuracy", "diversity")
     for split in ("val", "test"):
         values = ", ".join(f"{k} {metrics[f'{split}/{k}']:.3f}" for k in shown if f"{split}/{k}" in metrics)
         console.print(f"{split}: {values}")
@@ -139,6 +139,7 @@ def ensemble(
         positions[0].common,  # the loop's last split is test
         output_dir / "model",
         output_dir / "metrics.json",
+        seed=params.base.seed,
     )
     model_id = register_ensemble(run, params, registry)
     _report(model_id, run.metrics, registry.get_model(model_id).performance_grade, as_json)

@@ -68,18 +68,25 @@ class SentimentConfig:
 class LabelsConfig:
     """Targets: forward log return over ``horizon`` bars and a 3-class direction.
 
-    A forward return inside ``[-dead_zone, dead_zone]`` is class 1 (flat); below is 0
-    (down), above is 2 (up).
+    A forward return inside ``[-d, d]`` is class 1 (flat); below is 0 (down), above is 2
+    (up). With ``dead_zone_units: absolute`` ``d = dead_zone`` (a log return); with
+    ``volatility`` ``d = dead_zone * sigma_t * sqrt(horizon)``, ``sigma_t`` the standard
+    deviation of the 1-bar log returns over the ``volatility_window`` bars up to t (causal),
+    so the share of "flat" labels is about the same on daily stocks and hourly FX.
     """
 
-    horizon: int = 5
-    dead_zone: float = 0.005
+    horizon: int = 1
+    dead_zone: float = 0.1
+    dead_zone_units: Literal["absolute", "volatility"] = "volatility"
+    volatility_window: int = 20
 
     def __post_init__(self) -> None:
         if self.horizon < 1:
             raise ConfigError(f"labels.horizon: must be >= 1, got {self.horizon}")
         if self.dead_zone < 0:
             raise ConfigError(f"labels.dead_zone: must be >= 0, got {self.dead_zone}")
+        if self.volatility_window < 2:
+            raise ConfigError(f"labels.volatility_window: must be >= 2, got {self.volatility_window}")
 
 
 @dataclass(frozen=True)

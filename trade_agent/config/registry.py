@@ -2,7 +2,15 @@
 
 Model types are data: each entry names its key metric and a table of metrics with a
 weight and the values that count as excellent (score 1) and poor (score 0); scores are
-linear in between. A new model type needs a new entry here, no registry code.
+linear in between. A metric may be *gated* by another metric of its table: its score is
+multiplied by the gate's clipped score. A new model type needs a new entry here, no
+registry code.
+
+Trading models (ppo, sac, td3, hybrid, ensemble) share one table of risk-adjusted return
+after costs on the test split: the Sharpe ratio, the lower bound of its 95% stationary
+block-bootstrap interval, and the maximum drawdown, gated by the Sharpe ratio so that a
+model that never trades (Sharpe 0, no drawdown) scores 0 and cannot outrank one that earns
+money after costs. See docs/grading.md.
 """
 
 from __future__ import annotations
@@ -17,12 +25,16 @@ from trade_agent.errors import ConfigError
 class MetricRule:
     """One benchmark metric: ``weight`` in the composite, and its excellent/poor values.
 
-    ``excellent < poor`` means lower is better (losses, drawdowns).
+    ``excellent < poor`` means lower is better (losses, drawdowns). ``gate`` names another
+    metric of the same table whose clipped score (in [0, 1]) multiplies this metric's
+    score: a drawdown gated by the Sharpe ratio earns no credit without a positive Sharpe.
+    An unreported gate counts as 0. Empty: no gate.
     """
 
     weight: float = 1.0
     excellent: float = 1.0
     poor: float = 0.0
+    gate: str = ""
 
     def __post_init__(self) -> None:
         if self.weight < 0 or self.excellent == self.poor:
@@ -48,21 +60,31 @@ class TypeGrading:
     split: Literal["train", "val", "test"] = "test"
     metrics: dict[str, MetricRule] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name, rule in self.metrics.items():
+            valid = [m for m in self.metrics if m != name]
+            if rule.gate and rule.gate not in valid:
+                raise ConfigError(
+                    f"grading metric '{name}': gate '{rule.gate}' is not another metric of its table; "
+                    f"valid gates: {', '.join(valid) or '(none)'}; fix params.yaml 'grading'"
+                )
 
-def _rl() -> TypeGrading:
+
+def _trading(key_metric: str = "sharpe", key_label: str = "sharpe") -> TypeGrading:
+    """Risk-adjusted return after costs (test split): Sharpe, its bootstrap lower bound, gated drawdown."""
     return TypeGrading(
-        key_metric="sharpe",
-        key_label="sharpe",
+        key_metric=key_metric,
+        key_label=key_label,
         metrics={
-            "total_reward": MetricRule(0.3, 1000.0, 100.0),
-            "sharpe": MetricRule(0.4, 2.0, 0.5),
-            "max_drawdown": MetricRule(0.3, 0.05, 0.30),
+            "sharpe": MetricRule(0.5, 2.0, 0.0),
+            "sharpe_ci_low": MetricRule(0.3, 1.0, 0.0),
+            "max_drawdown": MetricRule(0.2, 0.05, 0.30, gate="sharpe"),
         },
     )
 
 
 def default_grading() -> dict[str, TypeGrading]:
-    """The seed design's benchmarks (CNN-LSTM, RL agents - also SAC, TD3, hybrid - ensembles)."""
+    """Default benchmarks: the seed's CNN-LSTM table; one trading table for agents, hybrids, ensembles."""
     return {
         "cnn_lstm": TypeGrading(
             key_metric="accuracy",
@@ -73,16 +95,9 @@ def default_grading() -> dict[str, TypeGrading]:
                 "r2": MetricRule(0.25, 0.90, 0.30),
             },
         ),
-        "ppo": _rl(),
-        "sac": _rl(),
-        "td3": _rl(),
-        "hybrid": _rl(),
-        "ensemble": TypeGrading(
-            key_metric="roi_pct",
-            key_label="roi",
-            metrics={
-                "ensemble_accuracy": MetricRule(0.5, 0.98, 0.70),
-                "diversity": MetricRule(0.5, 0.8, 0.2),
-            },
-        ),
+        "ppo": _trading(),
+        "sac": _trading(),
+        "td3": _trading(),
+        "hybrid": _trading(),
+        "ensemble": _trading("roi_pct", "roi"),
     }

@@ -23,9 +23,17 @@ class RLCommonConfig:
         eval_freq: environment steps between validation evaluations (best by val Sharpe).
         discrete: short/flat/long actions instead of continuous weights (PPO only).
         checkpoint_freq: environment steps between resumable checkpoints (outside DVC outputs).
+        features: market features observed in the window (empty: every feature).
+        embedding: observe the CNN-LSTM embedding too (its class probabilities and
+            predicted return are always observed).
+        warm_start: behaviour-clone the policy to the stage-1 threshold policy
+            (``evaluate.cnn_lstm_threshold``) before RL, so training starts where stage 1 is.
+        selection_margin: a later policy replaces the selected one only if its validation
+            Sharpe is higher by this many standard errors (Lo, 2002) of a Sharpe estimated
+            on the validation bars, so validation noise is not what gets selected.
     """
 
-    window: int = 10
+    window: int = 1
     max_leverage: float = 1.0
     cost_bps: float = 5.0
     slippage_bps: float = 2.0
@@ -34,8 +42,14 @@ class RLCommonConfig:
     eval_freq: int = 2000
     discrete: bool = False
     checkpoint_freq: int = 1000
+    features: list[str] = field(default_factory=lambda: ["ret_1", "ret_5", "rvol_20"])
+    embedding: bool = False
+    warm_start: bool = True
+    selection_margin: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.selection_margin < 0:
+            raise ConfigError("rl.common.selection_margin must be >= 0 (standard errors of the validation Sharpe)")
         if min(self.window, self.episode_length, self.eval_freq, self.checkpoint_freq) < 1:
             raise ConfigError("rl.common: window, episode_length, eval_freq and checkpoint_freq must be >= 1")
         if self.max_leverage <= 0 or self.cost_bps < 0 or self.slippage_bps < 0 or self.drawdown_penalty < 0:
@@ -53,6 +67,7 @@ class PPOConfig:
     n_epochs: int = 5
     gamma: float = 0.99
     ent_coef: float = 0.0
+    log_std_init: float = 0.0  # exploration noise of the Gaussian policy: std = exp(log_std_init)
 
 
 @dataclass(frozen=True)

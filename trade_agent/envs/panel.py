@@ -68,5 +68,7 @@ def build_panel(
         context=cube(context) if context else np.zeros((t, n, 0), np.float32),
         open=square("open"),
         close=square("close"),
+        feature_names=tuple(feature_names),
+        context_names=tuple(context),
     )
     return panel, times[first : last + 1], symbols

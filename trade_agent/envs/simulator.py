@@ -34,12 +34,16 @@ class MarketPanel:
         features: ``(T, N, F)`` scaled market features (the observation window source).
         context: ``(T, N, E)`` stage-1 embedding + class probabilities of each bar.
         open / close: ``(T, N)`` prices.
+        feature_names / context_names: the columns of ``features`` / ``context`` (empty
+            when a panel is built by hand; observations then take every column).
     """
 
     features: np.ndarray
     context: np.ndarray
     open: FloatArray
     close: FloatArray
+    feature_names: tuple[str, ...] = ()
+    context_names: tuple[str, ...] = ()
 
     @property
     def n_bars(self) -> int:

@@ -22,10 +22,12 @@ import pandas as pd
 from trade_agent.agents.evaluation import run_episode
 from trade_agent.agents.policy_io import load_policy
 from trade_agent.config.rl import RLCommonConfig
+from trade_agent.envs.observation import Observation
 from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, PortfolioSimulator, SimulatorConfig
 from trade_agent.errors import DataSourceError
 from trade_agent.io import read_json
+from trade_agent.models.cnn_lstm import threshold_weights
 from trade_agent.type_aliases import FloatArray
 
 PROBABILITY_SLICE = slice(-4, -1)  # prob_down, prob_flat, prob_up in the embed columns' order
@@ -75,8 +77,14 @@ def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> 
     """Targets of a stage-2 agent (``policy.json`` without extractor) or a hybrid over the split."""
     policy, spec = load_policy(model_dir)
     hybrid = "features_extractor" in spec
-    window = spec["features_extractor"]["kwargs"]["spec"]["sequence_length"] if hybrid else common.window
+    observation = Observation.from_json(spec["observation"]) if "observation" in spec else None
+    if hybrid:
+        window = spec["features_extractor"]["kwargs"]["spec"]["sequence_length"]
+    else:
+        window = observation.window if observation is not None else common.window
     panel = data.panel(window, with_embeddings=not hybrid)
+    if observation is not None:  # the agent's own columns and training-split normalisation
+        panel = observation.apply(panel)
     expected = int(np.prod(spec["observation_space"]["shape"]))
     config = SimulatorConfig.from_common(common, window)
     size = PortfolioSimulator(panel, config, 1).observation_size
@@ -94,10 +102,7 @@ def cnn_lstm_weights(data: SplitData, threshold: float, max_leverage: float) -> 
     """Long/short/flat per asset from the CNN-LSTM's class probabilities at each decision bar."""
     panel = data.panel(1, with_embeddings=True)
     probabilities = panel.context[:-1, :, PROBABILITY_SLICE]  # (K, N, 3): decisions exclude the last bar
-    direction = np.where(probabilities[..., 2] > threshold, 1.0, 0.0) - np.where(
-        probabilities[..., 0] > threshold, 1.0, 0.0
-    )
-    return aligned(direction * max_leverage / panel.n_assets, data, "the CNN-LSTM")
+    return aligned(threshold_weights(probabilities, threshold, max_leverage), data, "the CNN-LSTM")
 
 
 def aligned(weights: FloatArray, data: SplitData, model: str) -> FloatArray:

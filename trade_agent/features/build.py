@@ -135,6 +135,7 @@ def describe(feature_set: FeatureSet, params: Params) -> tuple[dict[str, Any], d
         "splits": feature_set.boundaries.to_dict(),
         "horizon": params.labels.horizon,
         "dead_zone": params.labels.dead_zone,
+        "dead_zone_units": params.labels.dead_zone_units,
         "sequence_length": params.features.sequence_length,
         "warmup_bars": feature_set.warmup,
         "symbols": sorted(frame[SYMBOL].unique().tolist()),

@@ -18,7 +18,8 @@ def make_labels(market: pd.DataFrame, config: LabelsConfig) -> pd.DataFrame:
     """Forward log return over ``horizon`` bars and its 3-class direction, per symbol.
 
     ``target_return[t] = log(close[t+h] / close[t])``; the last ``h`` bars of each symbol
-    have no label (NaN return, direction -1).
+    have no label (NaN return, direction -1), and with a volatility-scaled dead zone
+    neither have the first ``volatility_window`` bars.
 
     Returns:
         Frame with ``timestamp, symbol, target_return, target_direction`` sorted by
@@ -26,10 +27,12 @@ def make_labels(market: pd.DataFrame, config: LabelsConfig) -> pd.DataFrame:
     """
     market = market.sort_values([SYMBOL, TIMESTAMP], kind="stable")
     log_close = np.log(market["close"].to_numpy(np.float64))
-    future = pd.Series(log_close).groupby(market[SYMBOL].to_numpy()).shift(-config.horizon).to_numpy()
+    symbols = market[SYMBOL].to_numpy()
+    future = pd.Series(log_close).groupby(symbols).shift(-config.horizon).to_numpy()
     forward = future - log_close
-    direction = np.where(forward > config.dead_zone, UP, np.where(forward < -config.dead_zone, DOWN, FLAT))
-    direction = np.where(np.isnan(forward), -1, direction).astype(np.int8)
+    zone = dead_zone(log_close, symbols, config)
+    direction = np.where(forward > zone, UP, np.where(forward < -zone, DOWN, FLAT))
+    direction = np.where(np.isnan(forward) | np.isnan(zone), -1, direction).astype(np.int8)
     return pd.DataFrame(
         {
             TIMESTAMP: market[TIMESTAMP].to_numpy(),
@@ -38,3 +41,12 @@ def make_labels(market: pd.DataFrame, config: LabelsConfig) -> pd.DataFrame:
             TARGET_DIRECTION: direction,
         }
     )
+
+
+def dead_zone(log_close: np.ndarray, symbols: np.ndarray, config: LabelsConfig) -> np.ndarray:
+    """Half-width of the "flat" class per row (NaN where the volatility window is not full yet)."""
+    if config.dead_zone_units == "absolute":
+        return np.full(len(log_close), config.dead_zone)
+    one_bar = pd.Series(log_close).groupby(symbols).diff()
+    sigma = one_bar.groupby(symbols).transform(lambda s: s.rolling(config.volatility_window).std(ddof=0))
+    return config.dead_zone * sigma.to_numpy() * np.sqrt(config.horizon)

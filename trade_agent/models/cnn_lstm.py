@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -154,3 +155,15 @@ class CNNLSTM(nn.Module):
         """Direction logits ``(batch, 3)`` and standardised forward return ``(batch,)``."""
         z = self.encode(x)
         return self.direction_head(z), self.return_head(z).squeeze(-1)
+
+
+def threshold_weights(probabilities: np.ndarray, threshold: float, max_leverage: float) -> np.ndarray:
+    """The CNN-LSTM as a trading policy: target weights from its class probabilities.
+
+    ``probabilities``: ``(..., N, 3)`` (down, flat, up) per asset. Each asset is held at
+    ``+max_leverage / N`` when P(up) exceeds ``threshold``, ``-max_leverage / N`` when P(down)
+    does, flat otherwise (or when both do). Returns ``(..., N)``.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    direction = (p[..., 2] > threshold).astype(np.float64) - (p[..., 0] > threshold).astype(np.float64)
+    return direction * max_leverage / p.shape[-2]

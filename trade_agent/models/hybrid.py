@@ -29,6 +29,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from trade_agent.envs.observation import CLIP, EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
 from trade_agent.models.cnn_lstm import CNNLSTM, CNNLSTMSpec
 
 log = logging.getLogger(__name__)
@@ -44,21 +45,45 @@ class CNNLSTMExtractor(BaseFeaturesExtractor):
         spec: the CNN-LSTM's ``CNNLSTMSpec`` as a dict (``config.json["spec"]``).
         n_assets / window: N and the stage-2 window W (the last W of the L bars).
         return_scale: the CNN-LSTM's return-head scale (``config.json``).
+        feature_index: positions (in the encoder's features) of the features the stage-2
+            agent observes; ``None``: all of them.
+        context_index: positions, in ``[embedding | prob_down, prob_flat, prob_up |
+            pred_return]``, of the stage-1 columns the agent observes; ``None``: all.
+        normalization: the agent's state normalisation (``StateScaler.to_json()``) of those
+            columns, applied as in stage 2; ``None``: none (agents saved without one).
     """
 
     def __init__(
-        self, observation_space: gym.Space[Any], spec: dict[str, Any], n_assets: int, window: int, return_scale: float
+        self,
+        observation_space: gym.Space[Any],
+        spec: dict[str, Any],
+        n_assets: int,
+        window: int,
+        return_scale: float,
+        feature_index: list[int] | None = None,
+        context_index: list[int] | None = None,
+        normalization: dict[str, list[float]] | None = None,
     ) -> None:
         model_spec = CNNLSTMSpec(**spec)
         length, n_features = model_spec.sequence_length, model_spec.n_features
         if window > length:
             raise ValueError(f"stage-2 window {window} exceeds the encoder's sequence length {length}")
         hidden = model_spec.lstm_hidden
-        out = window * n_assets * n_features + n_assets * (hidden + CONTEXT_EXTRA) + 3 * n_assets
+        observed_features = len(feature_index) if feature_index is not None else n_features
+        observed_context = len(context_index) if context_index is not None else hidden + CONTEXT_EXTRA
+        out = window * n_assets * observed_features + n_assets * observed_context + 3 * n_assets
         super().__init__(observation_space, features_dim=out)
         self.encoder = CNNLSTM(model_spec)
         self.n_assets, self.window, self.length, self.n_features = n_assets, window, length, n_features
         self.return_scale = return_scale
+        self.feature_index = feature_index
+        self.context_index = context_index
+        self.normalized = normalization is not None
+        # Not persistent: they come from policy.json's kwargs, so the state dict (and the
+        # stage-2 tensors copied into it by name) is the same with or without them.
+        for name in ("feature_mean", "feature_std", "context_mean", "context_std"):
+            values = normalization[name] if normalization is not None else []
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32), persistent=False)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         b, n, length, f = observations.shape[0], self.n_assets, self.length, self.n_features
@@ -67,21 +92,41 @@ class CNNLSTMExtractor(BaseFeaturesExtractor):
         z = self.encoder.encode(raw.permute(0, 2, 1, 3).reshape(b * n, length, f))
         probabilities = torch.softmax(self.encoder.direction_head(z), dim=-1)
         predicted = self.encoder.return_head(z) * self.return_scale
-        context = torch.cat([z, probabilities, predicted], dim=-1).reshape(b, -1)
-        window = raw[:, length - self.window :].reshape(b, -1)
-        return torch.cat([window, context, state], dim=1)
+        context = torch.cat([z, probabilities, predicted], dim=-1)
+        window = raw[:, length - self.window :]
+        if self.context_index is not None:
+            context = context[:, self.context_index]
+        if self.feature_index is not None:
+            window = window[..., self.feature_index]
+        if self.normalized:
+            stats: dict[str, torch.Tensor] = dict(self.named_buffers(recurse=False))
+            context = ((context - stats["context_mean"]) / stats["context_std"]).clamp(-CLIP, CLIP)
+            window = ((window - stats["feature_mean"]) / stats["feature_std"]).clamp(-CLIP, CLIP)
+        return torch.cat([window.reshape(b, -1), context.reshape(b, -1), state], dim=1)
 
 
 EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {EXTRACTOR_NAME: CNNLSTMExtractor}
 
 
-def extractor_kwargs(cnn_lstm_config: dict[str, Any], n_assets: int, window: int) -> dict[str, Any]:
-    return {
+def extractor_kwargs(
+    cnn_lstm_config: dict[str, Any], n_assets: int, window: int, observation: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The extractor's JSON kwargs; ``observation``: the stage-2 agent's (``policy.json``), whose
+    columns and normalisation the hybrid reproduces."""
+    kwargs: dict[str, Any] = {
         "spec": dict(cnn_lstm_config["spec"]),
         "n_assets": n_assets,
         "window": window,
         "return_scale": float(cnn_lstm_config["return_scale"]),
     }
+    if observation is not None:
+        names = list(cnn_lstm_config["feature_names"])
+        hidden = int(cnn_lstm_config["spec"]["lstm_hidden"])
+        context_names = [f"{EMBEDDING_PREFIX}{i}" for i in range(hidden)] + [*PROBABILITY_COLUMNS, PREDICTED_RETURN]
+        kwargs["feature_index"] = [names.index(c) for c in observation["features"]]
+        kwargs["context_index"] = [context_names.index(c) for c in observation["context"]]
+        kwargs["normalization"] = dict(observation["normalization"])
+    return kwargs
 
 
 def extractors(policy: nn.Module) -> list[CNNLSTMExtractor]:

@@ -1,7 +1,9 @@
 """Performance grades: a composite score in [0, 1] from a type's benchmark table.
 
 Each metric scores 1 at its ``excellent`` value and 0 at ``poor``, linearly in between
-(clipped); the composite is the weighted mean over the metrics the model reports. Bands:
+(clipped); a gated metric's score is multiplied by its gate's clipped score (0 when the
+gate is not reported); the composite is the weighted mean over the metrics the model
+reports. Bands:
 S >= 0.95, A+ >= 0.90, A >= 0.80, A- >= 0.70, B+ >= 0.60, B >= 0.50, B- >= 0.40,
 C >= 0.30, D >= 0.20, F below. See docs/grading.md.
 """
@@ -70,15 +72,33 @@ def metric_value(metrics: dict[str, float], name: str, split: str) -> float | No
     return None
 
 
-def composite_score(metrics: dict[str, float], table: TypeGrading) -> float | None:
-    """Weighted mean of per-metric scores; None when no graded metric is reported."""
-    total, weights = 0.0, 0.0
+def metric_scores(metrics: dict[str, float], table: TypeGrading) -> dict[str, float]:
+    """Clipped score in [0, 1] of every table metric the model reports (gates not applied)."""
+    scores: dict[str, float] = {}
     for name, rule in table.metrics.items():
         value = metric_value(metrics, name, table.split)
-        if value is None or rule.weight == 0:
+        if value is not None:
+            score = (value - rule.poor) / (rule.excellent - rule.poor)
+            scores[name] = min(max(score, 0.0), 1.0)
+    return scores
+
+
+def composite_score(metrics: dict[str, float], table: TypeGrading) -> float | None:
+    """Weighted mean of per-metric scores; None when no graded metric is reported.
+
+    A gated metric's score is multiplied by its gate's clipped score. When the gate is not
+    reported the gated metric still counts, with score 0: the gate exists so that this
+    metric earns no credit without evidence from the gate (a drawdown without a Sharpe
+    ratio says nothing about earning money), and dropping it instead would leave a model
+    reporting only the gated metric graded by it alone.
+    """
+    scores = metric_scores(metrics, table)
+    total, weights = 0.0, 0.0
+    for name, rule in table.metrics.items():
+        if name not in scores or rule.weight == 0:
             continue
-        score = (value - rule.poor) / (rule.excellent - rule.poor)
-        total += rule.weight * min(max(score, 0.0), 1.0)
+        gate = scores.get(rule.gate, 0.0) if rule.gate else 1.0
+        total += rule.weight * scores[name] * gate
         weights += rule.weight
     return total / weights if weights else None
 

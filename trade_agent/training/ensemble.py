@@ -22,6 +22,7 @@ from trade_agent.config.ensemble import EnsembleConfig
 from trade_agent.config.rl import RLCommonConfig
 from trade_agent.errors import InputError
 from trade_agent.evaluation.backtest import BacktestResult, backtest
+from trade_agent.evaluation.bootstrap import sharpe_interval
 from trade_agent.evaluation.positions import SplitData, policy_weights
 from trade_agent.io import read_json, write_json
 from trade_agent.models.ensemble import combine, directional_accuracy, diversity, softmax_weights
@@ -69,13 +70,17 @@ def _backtest(weights: FloatArray, open_: FloatArray, close: FloatArray, common:
 
 
 def ensemble_backtest(
-    config: EnsembleConfig, runs: MemberRuns, val_sharpes: FloatArray, common: RLCommonConfig
+    config: EnsembleConfig, runs: MemberRuns, val_sharpes: FloatArray, common: RLCommonConfig, seed: int = 0
 ) -> tuple[BacktestResult, dict[str, float]]:
-    """Combine, backtest and add the ensemble's own measures (accuracy, diversity)."""
+    """Combine, backtest and add the bootstrap Sharpe interval (graded) and the ensemble's
+    own measures (accuracy, diversity; reported, not graded)."""
     member_returns = np.stack([r.returns for r in runs.results])
     combined, _ = combine(runs.weights, val_sharpes, config, member_returns, common.max_leverage)
     result = _backtest(combined, runs.open, runs.close, common)
+    low, high = sharpe_interval(result.returns, seed=seed)
     extra = {
+        "sharpe_ci_low": low,
+        "sharpe_ci_high": high,
         "ensemble_accuracy": directional_accuracy(result.weights, runs.open, runs.close, 0),
         "diversity": diversity(runs.weights),
         "best_member_sharpe": max(r.metrics["sharpe"] for r in runs.results),
@@ -98,8 +103,11 @@ def build_ensemble(
     common: RLCommonConfig,
     out_dir: Path,
     metrics_path: Path | None = None,
+    seed: int = 0,
 ) -> EnsembleRun:
     """Validation Sharpe per member, the combination on both splits, the ensemble directory.
+
+    ``seed`` seeds the bootstrap of the combined returns' Sharpe interval (``params.base.seed``).
 
     Raises:
         InputError: fewer than two members.
@@ -108,8 +116,8 @@ def build_ensemble(
     if len(members) < 2:
         raise InputError(f"an ensemble needs at least two members, got {len(members)}; train more agents first")
     val_sharpes = np.array([r.metrics["sharpe"] for r in val.results])
-    result, extra = ensemble_backtest(config, test, val_sharpes, common)
-    val_result, val_extra = ensemble_backtest(config, val, val_sharpes, common)
+    result, extra = ensemble_backtest(config, test, val_sharpes, common, seed)
+    val_result, val_extra = ensemble_backtest(config, val, val_sharpes, common, seed)
     metrics = {f"val/{k}": v for k, v in (val_result.metrics | val_extra).items()} | {
         f"test/{k}": v for k, v in (result.metrics | extra).items()
     }
@@ -154,7 +162,9 @@ def train_ensemble(
     members = [
         Member(d.name, member_type(d), registry.id_of(member_type(d), d) if registry else None) for d in member_dirs
     ]
-    return build_ensemble(params.ensemble, members, runs["val"], runs["test"], common, out_dir, metrics_path)
+    return build_ensemble(
+        params.ensemble, members, runs["val"], runs["test"], common, out_dir, metrics_path, seed=params.base.seed
+    )
 
 
 def register_ensemble(run: EnsembleRun, params: Params, registry: ModelRegistry) -> str:
