@@ -31,6 +31,7 @@ test: install  ## run the test suite
 bench: install  ## benchmarks, as ratios against baselines measured in the same run
 	$(PIP) -c constraints.txt -e ".[dev,bench]"
 	python benchmarks/run.py
+	python benchmarks/learning.py   # the real pipeline on planted signals (~15 min)
 
 lint: install
 	ruff check trade_agent stages tests benchmarks

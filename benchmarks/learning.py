@@ -90,6 +90,12 @@ def measure(ar: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "bayes_directional_accuracy": float(bayes),
         "cnn_lstm_edge_share": (accuracy - 0.5) / (bayes - 0.5) if bayes > 0.5 else None,
         "turnover": {name: float(evaluate[name]["turnover"]) for name in STAGES if name in evaluate},
+        # Step of the policy validation selected (0: the warm start was kept).
+        "selected_step": {
+            name: read_metrics(repo, f"metrics/{name}.json").get("train/selected_step")
+            for name in ("ppo", "sac", "td3", "hybrid_ppo")
+            if (repo / "metrics" / f"{name}.json").is_file()
+        },
         "seconds": round(time.perf_counter() - started, 1) if fresh else None,
     }
     print(
@@ -141,7 +147,10 @@ def markdown(ar: float, runs: list[dict[str, Any]], summary: dict[str, Any]) -> 
     if summary["cnn_lstm_edge_share"] is not None:
         share, spread = summary["cnn_lstm_edge_share"]
         line += f"; share of the Bayes edge {100 * share:.0f} % ± {100 * spread:.0f} %"
-    return "\n".join(lines) + line + ")\n"
+    names = runs[0]["selected_step"]
+    kept = [f"{name} {sum(r['selected_step'].get(name) == 0 for r in runs)}/{len(runs)}" for name in names]
+    line += ")\nSeeds whose selected policy is the warm start (step 0): " + ", ".join(kept)
+    return "\n".join(lines) + line + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

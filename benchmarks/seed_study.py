@@ -12,44 +12,20 @@ seed's value with its 95 % block-bootstrap interval, beside the baselines.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-COPIED = ("dvc.yaml", "params.yaml", "stages", "trade_agent", "data/raw")  # from git HEAD
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.pipeline_copy import read_metrics, run_pipeline, source_commit
 
 
-def run_seed(seed: int, workdir: Path) -> dict[str, dict[str, float]]:
-    repo = workdir / f"seed-{seed}"
-    result_file = repo / "metrics" / "evaluate.json"
-    if result_file.is_file():  # resumable: a finished seed is not recomputed
-        return json.loads(result_file.read_text())
-    shutil.rmtree(repo, ignore_errors=True)
-    repo.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", "HEAD", *COPIED], cwd=ROOT, capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(repo)], input=archive.stdout, check=True)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["base"]["seed"] = seed
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PYTHONPATH": str(repo),  # this copy's trade_agent, not the editable install
-    }
-    commit = ["git", "-c", "user.name=seed-study", "-c", "user.email=seed-study@localhost", "commit", "-qm", "init"]
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], commit, ["dvc", "repro"]):
-        done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"seed {seed}: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return json.loads(result_file.read_text())
+def run_seed(seed: int, workdir: Path, worktree: bool = False) -> dict[str, dict[str, float]]:
+    """``metrics/evaluate.json`` of the default pipeline with ``base.seed`` = ``seed``."""
+    repo = run_pipeline(workdir / f"seed-{seed}", {"base.seed": seed}, worktree=worktree, threads=1)
+    return read_metrics(repo, "metrics/evaluate.json")
 
 
 def table(results: dict[int, dict[str, dict[str, float]]]) -> str:
@@ -77,8 +53,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/trade-agent-seed-study"))
+    parser.add_argument("--worktree", action="store_true", help="copy the working tree instead of HEAD")
     args = parser.parse_args()
-    results = {seed: run_seed(seed, args.workdir) for seed in args.seeds}
+    commit = source_commit(args.worktree)
+    results = {seed: run_seed(seed, args.workdir / commit, args.worktree) for seed in args.seeds}
+    print(f"commit {commit}\n")
     print(table(results))
 
 

@@ -14,6 +14,7 @@ from tests.test_envs import panel
 from trade_agent.agents import ValSharpeCallback, build_agent, evaluate, load_policy, save_policy
 from trade_agent.config import RLConfig, params_from_dict
 from trade_agent.envs import SimulatorConfig, VecPortfolioEnv
+from trade_agent.envs.observation import Observation
 from trade_agent.errors import ConfigError
 
 SIM = SimulatorConfig(window=5, episode_length=40)
@@ -106,8 +107,9 @@ def test_train_agent_writes_the_agent_directory(tmp_path: Path) -> None:
     equity = pd.read_csv(tmp_path / "plots" / "equity.tsv", sep="\t")
     assert list(equity.columns) == ["step", "equity"]
     assert equity["equity"].iloc[-1] == pytest.approx(1 + run.metrics["test/total_return"], abs=1e-6)
-    policy, _ = load_policy(tmp_path / "ppo")
-    result = evaluate(lambda obs: policy.predict(obs, deterministic=True)[0], panels["test"], SIM)
+    policy, spec = load_policy(tmp_path / "ppo")
+    test = Observation.from_json(spec["observation"]).apply(panels["test"])  # its saved normalisation
+    result = evaluate(lambda obs: policy.predict(obs, deterministic=True)[0], test, SIM)
     assert result["sharpe"] == pytest.approx(run.metrics["test/sharpe"])  # the saved policy is the evaluated one
 
 

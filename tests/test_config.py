@@ -50,7 +50,7 @@ def test_unknown_section_and_bad_choice_and_bad_list_item() -> None:
 
 def test_int_is_accepted_for_float_and_cross_section_rules() -> None:
     assert params_from_dict({"labels": {"dead_zone": 0}}).labels.dead_zone == 0.0
-    with pytest.raises(ConfigError, match="embargo_bars: 3 is below horizon \\+ sequence_length = 35"):
+    with pytest.raises(ConfigError, match="embargo_bars: 3 is below horizon \\+ sequence_length = 31"):
         params_from_dict({"splits": {"embargo_bars": 3}})
     with pytest.raises(ConfigError, match="sum to 1"):
         params_from_dict({"splits": {"train": 0.8, "val": 0.15, "test": 0.15}})

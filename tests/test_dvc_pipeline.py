@@ -115,8 +115,12 @@ def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None
         "plots/ppo/equity.tsv",
     ):
         assert curve in plots.stdout
-    # One algorithm's params re-run that algorithm only.
+    # One algorithm's params re-run that algorithm only. A learning rate whose training is not
+    # selected over the warm start leaves the same policy: DVC then stops there.
     _set_nested(dvc_repo, ("rl", "sac", "learning_rate"), 0.001)
+    ran = sorted(line.split("'")[1] for line in _repro(dvc_repo).splitlines() if line.startswith("Running stage"))
+    assert ran[0] == "rl@sac" and set(ran) <= {"rl@sac", "ensemble", "evaluate"}
+    _set_nested(dvc_repo, ("rl", "sac", "net_arch"), [8])  # another policy: its consumers re-run
     ran = sorted(line.split("'")[1] for line in _repro(dvc_repo).splitlines() if line.startswith("Running stage"))
     assert ran == ["ensemble", "evaluate", "rl@sac"]  # not the other agents, not the PPO hybrid
     agents = json.loads(run([*CLI, "train", "list", "--model-type", "sac", "--json"], dvc_repo).stdout)

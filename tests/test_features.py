@@ -71,12 +71,42 @@ def test_labels_forward_return_and_dead_zone() -> None:
             "volume": 1.0,
         }
     )
-    labels = make_labels(market, LabelsConfig(horizon=2, dead_zone=0.005))
+    labels = make_labels(market, LabelsConfig(horizon=2, dead_zone=0.005, dead_zone_units="absolute"))
     expected = np.log(close[2:] / close[:-2])
     np.testing.assert_allclose(labels["target_return"].to_numpy()[:3], expected)
     assert labels["target_direction"].tolist() == [1, 2, 2, -1, -1]  # +0.499% is inside 0.5%
-    flat = make_labels(market, LabelsConfig(horizon=1, dead_zone=0.01))["target_direction"].tolist()
+    flat = make_labels(market, LabelsConfig(horizon=1, dead_zone=0.01, dead_zone_units="absolute"))[
+        "target_direction"
+    ].tolist()
     assert flat == [1, 1, 2, 1, -1]  # +0.99% and -0.5% are inside the 1% dead zone
+
+
+def test_volatility_dead_zone_scales_with_the_trailing_volatility() -> None:
+    """The same moves in units of their own volatility: calm and wild halves label alike."""
+    rng = np.random.default_rng(0)
+    steps = rng.standard_normal(400)
+    vol = np.where(np.arange(400) < 200, 0.001, 0.02)  # hourly-FX-like calm, then equity-like
+    close = 100 * np.exp(np.cumsum(steps * vol))
+    market = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2020-01-01", periods=400, freq="h"),
+            "symbol": "A",
+            "open": close,
+            "high": close,
+            "low": close,
+            "close": close,
+            "volume": 1.0,
+        }
+    )
+    config = LabelsConfig(horizon=1, dead_zone=0.5, dead_zone_units="volatility", volatility_window=20)
+    labels = make_labels(market, config)["target_direction"].to_numpy()
+    assert (labels[:20] == -1).all()  # no trailing volatility yet: unlabelled
+    calm, wild = labels[30:190], labels[230:399]
+    # |z| <= 0.5 for a standard normal: ~38 % flat in both regimes.
+    assert abs(np.mean(calm == 1) - 0.38) < 0.12 and abs(np.mean(wild == 1) - 0.38) < 0.12
+    absolute = make_labels(market, LabelsConfig(horizon=1, dead_zone=0.005, dead_zone_units="absolute"))
+    flat = absolute["target_direction"].to_numpy() == 1
+    assert flat[30:190].mean() > 0.95 and flat[230:399].mean() < 0.4  # a fixed zone degenerates on calm bars
 
 
 def test_splits_are_chronological_with_embargo_and_no_window_overlap(market: pd.DataFrame, tiny_params) -> None:

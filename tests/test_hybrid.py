@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 
 from tests.conftest import tiny_params_dict
 from trade_agent.agents import load_policy
@@ -14,6 +17,7 @@ from trade_agent.agents.hybrid import HybridBuilder, hybrid_panels, register_hyb
 from trade_agent.agents.train import load_panels, simulator_config
 from trade_agent.config import Params, params_from_dict
 from trade_agent.envs import VecPortfolioEnv
+from trade_agent.envs.observation import Observation
 from trade_agent.models.hybrid import extractors
 from trade_agent.registry import ModelRegistry
 
@@ -32,8 +36,10 @@ def check_hybrid_matches_agent(algo: str, params: Params, tiny_stage2: dict[str,
     assert not builder.skipped and builder.copied
     model.policy.set_training_mode(False)
 
-    agent, _ = load_policy(tiny_stage2[algo])
-    stage2 = load_panels(params, tiny_stage2["features"], tiny_stage2["embeddings"], tiny_stage2["market"])
+    agent, spec = load_policy(tiny_stage2[algo])
+    observation = Observation.from_json(spec["observation"])  # the agent's own normalisation
+    raw = load_panels(params, tiny_stage2["features"], tiny_stage2["embeddings"], tiny_stage2["market"])
+    stage2 = {split: observation.apply(panel) for split, panel in raw.items()}
     expected = run_episode(
         lambda obs: agent.predict(obs, deterministic=True)[0], stage2["test"], simulator_config(params)
     ).weights
@@ -42,7 +48,25 @@ def check_hybrid_matches_agent(algo: str, params: Params, tiny_stage2: dict[str,
     np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
-def test_hybrid_fine_tunes_the_encoder_and_registers_with_lineage(tiny_stage2: dict[str, Path], tmp_path: Path) -> None:
+def test_hybrid_fine_tunes_the_encoder_and_registers_with_lineage(
+    tiny_stage2: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained: list[dict[str, torch.Tensor]] = []
+    build = HybridBuilder.__call__
+
+    class Snapshot(BaseCallback):  # the encoder as fine-tuning left it, before selection
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_training_end(self) -> None:
+            (extractor,) = extractors(self.model.policy)
+            trained.append({k: v.clone() for k, v in extractor.encoder.state_dict().items()})
+
+    def keep(self: HybridBuilder, env: VecPortfolioEnv) -> tuple[BaseAlgorithm, list]:  # type: ignore[type-arg]
+        model, callbacks = build(self, env)
+        return model, [*callbacks, Snapshot()]
+
+    monkeypatch.setattr(HybridBuilder, "__call__", keep)
     raw = tiny_params_dict()
     raw["hybrid"] = {"total_timesteps": 256, "freeze_encoder_steps": 64, "encoder_learning_rate": 1e-3}
     params = params_from_dict(raw)
@@ -57,9 +81,11 @@ def test_hybrid_fine_tunes_the_encoder_and_registers_with_lineage(tiny_stage2: d
     )
     policy, spec = load_policy(tmp_path / "hybrid")  # pickle-free, with the extractor rebuilt by name
     assert spec["features_extractor"]["name"] == "cnn_lstm"
-    (encoder,) = extractors(policy)
+    assert len(extractors(policy)) == 1
+    # Fine-tuning trains the encoder (the registered policy is the one validation selected,
+    # which may still be the starting point).
     stage1 = torch.load(tiny_stage2["cnn_lstm"] / "model.pt", weights_only=True)
-    changed = [k for k, v in encoder.encoder.state_dict().items() if not torch.equal(v, stage1[k])]
+    changed = [k for k, v in trained[0].items() if not torch.equal(v, stage1[k])]
     assert changed, "the encoder was fine-tuned"
     assert (tmp_path / "hybrid" / "preprocessor").is_dir()
 

@@ -19,7 +19,7 @@ from trade_agent.config import params_from_dict
 from trade_agent.envs.observation import PROBABILITY_COLUMNS, Observation, ObservationSpec
 from trade_agent.envs.trading_env import VecPortfolioEnv
 from trade_agent.errors import ConfigError
-from trade_agent.evaluation.positions import SplitData, cnn_lstm_weights, policy_weights
+from trade_agent.evaluation.positions import SplitData, policy_weights
 
 
 def _panels(paths: dict[str, Path]):

@@ -46,7 +46,7 @@ def test_positions_of_every_model_type_are_walk_forward(tiny_stage2: dict[str, P
         return weights_of(full), weights_of(truncated)
 
     cases = {
-        "cnn_lstm": both(lambda d: cnn_lstm_weights(d, 0.34, common.max_leverage)),
+        "cnn_lstm": both(lambda d: cnn_lstm_weights(d, 0.5, common.max_leverage)),
         "ppo": both(lambda d: policy_weights(tiny_stage2["ppo"], d, common)),
         "sac": both(lambda d: policy_weights(tiny_stage2["sac"], d, common)),
         "hybrid": both(lambda d: policy_weights(hybrid_dir, d, common)),
@@ -75,10 +75,12 @@ def test_discrete_agents_trade_their_short_flat_long_actions_and_misaligned_spli
     data = SplitData.load(tiny_stage2["features"], tiny_stage2["embeddings"], tiny_stage2["market"], "test")
     weights = policy_weights(tmp_path / "discrete", data, params.rl.common)
     from trade_agent.agents import load_policy
+    from trade_agent.envs.observation import Observation
 
-    policy, _ = load_policy(tmp_path / "discrete")
+    policy, spec = load_policy(tmp_path / "discrete")
+    test = Observation.from_json(spec["observation"]).apply(panels["test"])
     episode = run_episode(
-        lambda obs: policy.predict(obs, deterministic=True)[0], panels["test"], simulator_config(params), discrete=True
+        lambda obs: policy.predict(obs, deterministic=True)[0], test, simulator_config(params), discrete=True
     )
     np.testing.assert_array_equal(weights, episode.weights)  # actions 0/1/2 mean short/flat/long
     # Whole units short/flat/long, scaled to gross exposure <= 1 (two assets: +-1 or +-1/2).

@@ -57,6 +57,7 @@ def save_checkpoint(model: BaseAlgorithm, selector: ValSharpeCallback, directory
         "n_updates": getattr(model, "_n_updates", 0),
         "episode_num": model._episode_num,
         "best_sharpe": selector.best_sharpe if np.isfinite(selector.best_sharpe) else None,
+        "best_step": selector.best_step,
         "next_evaluation": selector.next_evaluation,
         "history": selector.history,
     }
@@ -103,6 +104,7 @@ def load_checkpoint(model: BaseAlgorithm, selector: ValSharpeCallback, directory
         model._n_updates = int(counters["n_updates"])
     selector.best_state = state["best_state"]
     selector.best_sharpe = counters["best_sharpe"] if counters["best_sharpe"] is not None else -np.inf
+    selector.best_step = int(counters.get("best_step", -1))
     selector.next_evaluation = int(counters["next_evaluation"])
     selector.history = list(counters["history"])
     return model.num_timesteps

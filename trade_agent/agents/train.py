@@ -34,6 +34,7 @@ from trade_agent.envs.observation import PROBABILITY_COLUMNS, Observation, Obser
 from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
 from trade_agent.envs.trading_env import VecPortfolioEnv
+from trade_agent.evaluation.bootstrap import sharpe_interval
 from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text, write_json
 from trade_agent.registry import ModelRegistry
 
@@ -172,14 +173,14 @@ def train_agent(
 
     # The selected policy on val (its Sharpe is the selection score) and, once, on test.
     metrics = {f"val/{k}": v for k, v in evaluate(predict, panels["val"], sim, discrete).items()}
+    # 0 with a warm start: validation kept the starting (cloned) policy; RL found nothing clearly better.
+    metrics["train/selected_step"] = float(selector.best_step)
     returns = np.zeros(0)
     if evaluate_test:
         episode = run_episode(predict, panels["test"], sim, discrete)
         returns = episode.returns
         metrics |= {f"test/{k}": v for k, v in episode_metrics(episode).items()}
         metrics["test/total_reward"] = float(episode.total_reward)
-        from trade_agent.evaluation.bootstrap import sharpe_interval
-
         # The registry grades the bootstrap lower bound too (docs/grading.md).
         low, high = sharpe_interval(episode.returns, seed=params.base.seed)
         metrics["test/sharpe_ci_low"], metrics["test/sharpe_ci_high"] = low, high

@@ -78,9 +78,10 @@ class StateScaler:
         """Mean and std of each column over every (bar, asset) of ``panel``; zero spreads become 1."""
 
         def stats(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            flat = cube.reshape(-1, cube.shape[2]).astype(np.float64)
-            if len(flat) == 0:
-                return np.zeros(cube.shape[2]), np.ones(cube.shape[2])
+            columns = cube.shape[2]
+            if columns == 0 or cube.size == 0:
+                return np.zeros(columns), np.ones(columns)
+            flat = cube.reshape(-1, columns).astype(np.float64)
             std = flat.std(axis=0)
             return flat.mean(axis=0), np.where(std > 1e-12, std, 1.0)
 

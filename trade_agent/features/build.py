@@ -55,7 +55,15 @@ def minimum_bars(params: Params) -> int:
     """Bars per symbol the configured pipeline needs: warm-up + splits/embargo + horizon."""
     fractions = (params.splits.train, params.splits.val, params.splits.test)
     labelled = minimum_labelled_bars(fractions, params.embargo_bars, params.features.sequence_length)
-    return warmup_bars(params.features) + labelled + params.labels.horizon
+    return first_labelled_bar(params) + labelled + params.labels.horizon
+
+
+def first_labelled_bar(params: Params) -> int:
+    """Bars before the first usable row: the indicators' warm-up, or the trailing window of
+    a volatility-scaled dead zone when that is longer."""
+    labels = params.labels
+    label_warmup = labels.volatility_window if labels.dead_zone_units == "volatility" else 0
+    return max(warmup_bars(params.features), label_warmup)
 
 
 def check_enough_bars(market: pd.DataFrame, params: Params, source: str) -> None:
@@ -68,7 +76,7 @@ def check_enough_bars(market: pd.DataFrame, params: Params, source: str) -> None
         smallest = min(params.splits.train, params.splits.val, params.splits.test)
         raise InsufficientDataError(
             f"{source}: symbol {symbol} has {have} bars; the configured pipeline needs at least "
-            f"{need} per symbol (warm-up {warmup_bars(params.features)} + horizon {params.labels.horizon} + "
+            f"{need} per symbol (warm-up {first_labelled_bar(params)} + horizon {params.labels.horizon} + "
             f"2 embargoes of {params.embargo_bars} + enough bars for the smallest split ({smallest:.0%}) "
             f"to hold {params.features.sequence_length}); supply more data or lower "
             "features.sequence_length / labels.horizon / the indicator periods"
