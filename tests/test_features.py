@@ -58,19 +58,15 @@ def test_warmup_is_exactly_the_leading_nan_rows(market: pd.DataFrame) -> None:
     assert offsets.tolist() == [warmup_bars(config)] * 2
 
 
+def _flat_bars(close: np.ndarray, timestamps: pd.DatetimeIndex) -> pd.DataFrame:
+    """One symbol whose open, high, low and close are all ``close``."""
+    prices = {column: close for column in ("open", "high", "low", "close")}
+    return pd.DataFrame({"timestamp": timestamps, "symbol": "A", **prices, "volume": 1.0})
+
+
 def test_labels_forward_return_and_dead_zone() -> None:
     close = np.array([100.0, 101.0, 100.5, 103.0, 103.0])
-    market = pd.DataFrame(
-        {
-            "timestamp": pd.bdate_range("2020-01-01", periods=5),
-            "symbol": "A",
-            "open": close,
-            "high": close,
-            "low": close,
-            "close": close,
-            "volume": 1.0,
-        }
-    )
+    market = _flat_bars(close, pd.bdate_range("2020-01-01", periods=5))
     labels = make_labels(market, LabelsConfig(horizon=2, dead_zone=0.005, dead_zone_units="absolute"))
     expected = np.log(close[2:] / close[:-2])
     np.testing.assert_allclose(labels["target_return"].to_numpy()[:3], expected)
@@ -87,17 +83,7 @@ def test_volatility_dead_zone_scales_with_the_trailing_volatility() -> None:
     steps = rng.standard_normal(400)
     vol = np.where(np.arange(400) < 200, 0.001, 0.02)  # hourly-FX-like calm, then equity-like
     close = 100 * np.exp(np.cumsum(steps * vol))
-    market = pd.DataFrame(
-        {
-            "timestamp": pd.date_range("2020-01-01", periods=400, freq="h"),
-            "symbol": "A",
-            "open": close,
-            "high": close,
-            "low": close,
-            "close": close,
-            "volume": 1.0,
-        }
-    )
+    market = _flat_bars(close, pd.date_range("2020-01-01", periods=400, freq="h"))
     config = LabelsConfig(horizon=1, dead_zone=0.5, dead_zone_units="volatility", volatility_window=20)
     labels = make_labels(market, config)["target_direction"].to_numpy()
     assert (labels[:20] == -1).all()  # no trailing volatility yet: unlabelled
