@@ -169,8 +169,8 @@ def test_agents_report_the_bootstrap_interval_of_their_test_sharpe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.test_envs import panel
+    from trade_agent.agents import train
     from trade_agent.agents.train import train_agent
-    from trade_agent.evaluation import bootstrap
     from trade_agent.io import read_json
 
     calls: list[tuple[np.ndarray, int]] = []
@@ -179,7 +179,7 @@ def test_agents_report_the_bootstrap_interval_of_their_test_sharpe(
         calls.append((np.asarray(returns).copy(), kwargs["seed"]))
         return sharpe_interval(returns, **kwargs)
 
-    monkeypatch.setattr(bootstrap, "sharpe_interval", recorded)
+    monkeypatch.setattr(train, "sharpe_interval", recorded)
     rl = {"common": {"window": 5, "episode_length": 40, "eval_freq": 64}}
     rl["ppo"] = {"net_arch": [16], "n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 2, "total_timesteps": 64}
     params = params_from_dict({"base": {"seed": 3}, "rl": rl})
