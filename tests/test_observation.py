@@ -14,12 +14,13 @@ from trade_agent.agents.evaluation import run_episode
 from trade_agent.agents.factory import build_agent
 from trade_agent.agents.policy_io import load_policy
 from trade_agent.agents.train import load_panels, observation_spec, simulator_config
-from trade_agent.agents.warm_start import clone_policy, demonstrations, teacher_targets
+from trade_agent.agents.warm_start import clone_policy, demonstrations
 from trade_agent.config import params_from_dict
-from trade_agent.envs.observation import PROBABILITY_COLUMNS, Observation, ObservationSpec
+from trade_agent.envs.observation import Observation, ObservationSpec
 from trade_agent.envs.trading_env import VecPortfolioEnv
 from trade_agent.errors import ConfigError
 from trade_agent.evaluation.positions import SplitData, policy_weights
+from trade_agent.models.cnn_lstm import PROBABILITY_COLUMNS, threshold_weights
 
 
 def _panels(paths: dict[str, Path]):
@@ -87,7 +88,7 @@ def test_warm_start_reproduces_the_stage1_threshold_policy(tiny_stage2: dict[str
     sim = simulator_config(params)
     threshold, leverage = params.evaluate.cnn_lstm_threshold, params.rl.common.max_leverage
     index = [panels["train"].context_names.index(c) for c in PROBABILITY_COLUMNS]
-    targets = teacher_targets(panels["train"].context[:, :, index], threshold, leverage)
+    targets = threshold_weights(panels["train"].context[:, :, index], threshold, leverage)
     assert len(np.unique(targets)) >= 2  # the teacher trades
     model = build_agent(algo, VecPortfolioEnv(train, sim, n_envs=2, seed=0), params.rl, seed=0)
     obs, actions = demonstrations(train, targets, sim, n_envs=8, steps=8 * train.n_bars, seed=0)

@@ -28,14 +28,15 @@ from trade_agent.agents.checkpoint import CheckpointCallback, clear_checkpoint, 
 from trade_agent.agents.evaluation import ValSharpeCallback, episode_metrics, evaluate, run_episode
 from trade_agent.agents.factory import build_agent, net_arch
 from trade_agent.agents.policy_io import SB3_ZIP, save_policy, save_sb3_zip
-from trade_agent.agents.warm_start import clone_policy, demonstrations, teacher_targets
+from trade_agent.agents.warm_start import clone_policy, demonstrations
 from trade_agent.config import Params
-from trade_agent.envs.observation import PROBABILITY_COLUMNS, Observation, ObservationSpec
+from trade_agent.envs.observation import Observation, ObservationSpec
 from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
 from trade_agent.envs.trading_env import VecPortfolioEnv
 from trade_agent.evaluation.bootstrap import sharpe_interval
 from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text, write_json
+from trade_agent.models.cnn_lstm import PROBABILITY_COLUMNS, threshold_weights
 from trade_agent.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ def _warm_start(
         return False
     index = [raw_train.context_names.index(c) for c in PROBABILITY_COLUMNS]
     common = params.rl.common
-    targets = teacher_targets(raw_train.context[:, :, index], params.evaluate.cnn_lstm_threshold, common.max_leverage)
+    targets = threshold_weights(raw_train.context[:, :, index], params.evaluate.cnn_lstm_threshold, common.max_leverage)
     steps = 8 * train.n_bars
     observations, actions = demonstrations(train, targets, sim, n_envs=8, steps=steps, seed=params.base.seed)
     clone_policy(model, observations, actions, discrete=discrete, seed=params.base.seed)

@@ -26,14 +26,8 @@ from torch.nn import functional as F
 from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
 from trade_agent.envs.trading_env import DISCRETE_WEIGHTS, VecPortfolioEnv
 from trade_agent.errors import ConfigError
-from trade_agent.models.cnn_lstm import threshold_weights
 
 log = logging.getLogger(__name__)
-
-
-def teacher_targets(probabilities: np.ndarray, threshold: float, max_leverage: float) -> np.ndarray:
-    """``(T, N)`` target weights of the stage-1 threshold policy at every bar of a panel."""
-    return threshold_weights(probabilities, threshold, max_leverage)
 
 
 def demonstrations(

@@ -21,10 +21,8 @@ import numpy as np
 
 from trade_agent.envs.simulator import MarketPanel
 from trade_agent.errors import ConfigError
+from trade_agent.models.cnn_lstm import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
 
-PROBABILITY_COLUMNS = ("prob_down", "prob_flat", "prob_up")
-PREDICTED_RETURN = "pred_return"
-EMBEDDING_PREFIX = "emb_"
 CLIP = 10.0
 
 
@@ -177,13 +175,6 @@ class Observation:
             ConfigError: the panel lacks an observed column.
         """
         return self.scaler.apply(_select(panel, self.features, self.context))
-
-    def probability_index(self) -> list[int]:
-        """Positions of prob_down/flat/up in the context columns (the stage-1 threshold policy's input)."""
-        missing = [c for c in PROBABILITY_COLUMNS if c not in self.context]
-        if missing:
-            raise ConfigError("the observation holds no CNN-LSTM class probabilities; train with embeddings")
-        return [self.context.index(c) for c in PROBABILITY_COLUMNS]
 
 
 def _select(panel: MarketPanel, features: list[str], context: list[str]) -> MarketPanel:

@@ -16,11 +16,13 @@ from trade_agent.data.schema import SYMBOL, TIMESTAMP
 from trade_agent.envs.simulator import MarketPanel
 from trade_agent.errors import InsufficientDataError
 from trade_agent.features.splits import SPLIT
+from trade_agent.models.cnn_lstm import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
 
 
 def context_columns(embeddings: pd.DataFrame) -> list[str]:
     """Embedding, class-probability and predicted-return columns of the embed outputs."""
-    return [c for c in embeddings.columns if c.startswith(("emb_", "prob_")) or c == "pred_return"]
+    names = (*PROBABILITY_COLUMNS, PREDICTED_RETURN)
+    return [c for c in embeddings.columns if c.startswith(EMBEDDING_PREFIX) or c in names]
 
 
 def build_panel(

@@ -27,10 +27,8 @@ from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, PortfolioSimulator, SimulatorConfig
 from trade_agent.errors import DataSourceError
 from trade_agent.io import read_json
-from trade_agent.models.cnn_lstm import threshold_weights
+from trade_agent.models.cnn_lstm import PROBABILITY_COLUMNS, threshold_weights
 from trade_agent.type_aliases import FloatArray
-
-PROBABILITY_SLICE = slice(-4, -1)  # prob_down, prob_flat, prob_up in the embed columns' order
 
 
 @dataclass
@@ -101,7 +99,8 @@ def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> 
 def cnn_lstm_weights(data: SplitData, threshold: float, max_leverage: float) -> FloatArray:
     """Long/short/flat per asset from the CNN-LSTM's class probabilities at each decision bar."""
     panel = data.panel(1, with_embeddings=True)
-    probabilities = panel.context[:-1, :, PROBABILITY_SLICE]  # (K, N, 3): decisions exclude the last bar
+    index = [panel.context_names.index(c) for c in PROBABILITY_COLUMNS]
+    probabilities = panel.context[:-1, :, index]  # (K, N, 3): decisions exclude the last bar
     return aligned(threshold_weights(probabilities, threshold, max_leverage), data, "the CNN-LSTM")
 
 

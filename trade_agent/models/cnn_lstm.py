@@ -18,6 +18,12 @@ from torch.utils.checkpoint import checkpoint
 
 from trade_agent.config import CnnLstmConfig
 
+# The columns the embed stage writes per row: emb_0..emb_{H-1}, the class probabilities and
+# the predicted forward return (later stages read them by these names).
+EMBEDDING_PREFIX = "emb_"
+PROBABILITY_COLUMNS: tuple[str, str, str] = ("prob_down", "prob_flat", "prob_up")
+PREDICTED_RETURN = "pred_return"
+
 
 @dataclass(frozen=True)
 class CNNLSTMSpec:

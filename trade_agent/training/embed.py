@@ -16,11 +16,10 @@ import torch
 from trade_agent.data.schema import SYMBOL, TIMESTAMP
 from trade_agent.features.splits import SPLIT
 from trade_agent.io import write_parquet
+from trade_agent.models.cnn_lstm import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
 from trade_agent.models.store import load_cnn_lstm
 from trade_agent.training.cnn_lstm import FEATURES_FILE
 from trade_agent.training.windows import WindowData
-
-PROBABILITY_COLUMNS = ("prob_down", "prob_flat", "prob_up")
 
 
 @torch.no_grad()
@@ -38,9 +37,9 @@ def compute_embeddings(model_dir: Path, frame: pd.DataFrame, batch_size: int = 4
     out = frame.iloc[rows][[TIMESTAMP, SYMBOL, SPLIT]].reset_index(drop=True)
     emb = np.concatenate(embeddings) if embeddings else np.zeros((0, model.embedding_dim), np.float32)
     prob = np.concatenate(probabilities) if probabilities else np.zeros((0, 3), np.float32)
-    columns = {f"emb_{i}": emb[:, i] for i in range(emb.shape[1])}
+    columns = {f"{EMBEDDING_PREFIX}{i}": emb[:, i] for i in range(emb.shape[1])}
     columns |= {name: prob[:, i] for i, name in enumerate(PROBABILITY_COLUMNS)}
-    columns["pred_return"] = np.concatenate(returns) if returns else np.zeros(0, np.float32)
+    columns[PREDICTED_RETURN] = np.concatenate(returns) if returns else np.zeros(0, np.float32)
     return pd.concat([out, pd.DataFrame(columns)], axis=1)
 
 
