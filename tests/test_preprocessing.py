@@ -106,12 +106,14 @@ def test_nothing_is_pickled(tmp_path: Path, market: pd.DataFrame, tiny_features:
 
 
 def test_custom_steps_and_lambdas(tmp_path: Path, market: pd.DataFrame) -> None:
-    manager = PreprocessorManager(tmp_path)
+    manager = PreprocessorManager(tmp_path, step_modules=["tests.steps_for_tests"])
     pipeline = manager.create_pipeline("cnn_lstm").add_step("spread", add_spread, scale=100.0)
     out = pipeline.fit_transform(market)
     assert "spread" in out.columns
     saved = manager.load_pipeline(manager.save_pipeline(pipeline, "cnn_lstm", {}).name)
     assert saved.steps[0].kwargs == {"scale": 100.0}
+    with pytest.raises(PreprocessorError, match=r"module 'tests.steps_for_tests' is not allowed.*step_modules"):
+        PreprocessorManager(tmp_path / "strict").save_pipeline(pipeline, "cnn_lstm", {})  # not loadable there
 
     with_lambda = manager.create_pipeline("cnn_lstm").add_step("double", lambda df: df)
     with_lambda.fit_transform(market)  # usable in memory ...

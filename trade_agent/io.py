@@ -26,6 +26,23 @@ import pandas as pd
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _current_umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_open_mode(target: Path, directory: bool = False) -> int:
+    """The mode ``open()``/``mkdir()`` would give ``target``: an existing file keeps its own,
+    a new one gets 0666/0777 less the umask (mkstemp/mkdtemp would leave 0600/0700, and a
+    store shared by several users of one machine would become unreadable to the others)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return (0o777 if directory else 0o666) & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path; on success rename it onto ``target``, else delete it."""
@@ -36,9 +53,19 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():  # the caller may have replaced the file (e.g. a copy onto it)
+            os.chmod(tmp, _plain_open_mode(target))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def new_temp_dir(parent: Path, prefix: str) -> Path:
+    """A fresh hidden directory in ``parent`` with the mode ``mkdir()`` would give, to be
+    renamed into place once complete."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, _plain_open_mode(parent / "-", directory=True))
+    return tmp
 
 
 @contextlib.contextmanager
@@ -49,6 +76,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, _plain_open_mode(target, directory=True))
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -117,3 +117,14 @@ class PreprocessingConfig:
 
     scaling: Literal["robust", "standard", "minmax"] = "robust"
     clip: float = 5.0
+    # Modules trusted to provide custom steps of saved pipelines (besides the standard
+    # trade_agent.preprocessing.steps); a pipeline naming any other module is refused.
+    step_modules: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in self.step_modules:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ConfigError(
+                    f"preprocessing.step_modules: '{name}' is not a module name; "
+                    "write it as imported, e.g. my_pkg.steps"
+                )

@@ -33,7 +33,7 @@ from trade_agent.features.splits import (
     enforce_embargo,
     minimum_labelled_bars,
 )
-from trade_agent.io import read_json, write_json, write_parquet
+from trade_agent.io import new_temp_dir, read_json, write_json, write_parquet
 from trade_agent.preprocessing.manager import PreprocessorManager
 from trade_agent.preprocessing.pipeline import PreprocessingPipeline
 
@@ -177,7 +177,7 @@ def training_data_info(feature_set: FeatureSet, params: Params, source: str) -> 
 
 def save_preprocessor(feature_set: FeatureSet, params: Params, root: Path, source: str) -> str:
     """Save the fitted pipeline under ``root``; returns its id."""
-    manager = PreprocessorManager(root)
+    manager = PreprocessorManager(root, step_modules=params.preprocessing.step_modules)
     path = manager.save_pipeline(feature_set.pipeline, "cnn_lstm", training_data_info(feature_set, params, source))
     return path.name
 
@@ -207,7 +207,6 @@ def cached_features(
     directory (the first rename wins, the others discard theirs).
     """
     import os
-    import tempfile
 
     from trade_agent.io import canonical_json, sha256_file, sha256_text
 
@@ -224,7 +223,7 @@ def cached_features(
     if (target / "metrics.json").is_file():  # written last
         return target
     cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_root))
+    tmp = new_temp_dir(cache_root, f".{key}.")
     try:
         run_features_stage(params, market_path, tmp, fitted_preprocessor=fitted_preprocessor)
         try:
@@ -251,7 +250,9 @@ def run_features_stage(
     market = pd.read_parquet(market_path)
     pipeline = None
     if fitted_preprocessor is not None:
-        pipeline = PreprocessorManager(fitted_preprocessor.parent).load_pipeline(fitted_preprocessor.name)
+        pipeline = PreprocessorManager(
+            fitted_preprocessor.parent, step_modules=params.preprocessing.step_modules
+        ).load_pipeline(fitted_preprocessor.name)
     feature_set = build_features(market, params, source=str(market_path), pipeline=pipeline)
     preprocessor_root = out_dir / "preprocessor"
     if preprocessor_root.exists():

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import shutil
-import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,10 @@ from typing import Any
 from trade_agent.config import FeaturesConfig, SentimentConfig
 from trade_agent.errors import ConfigError, IntegrityError, PreprocessorError, PreprocessorNotFoundError
 from trade_agent.integrity import IntegrityReport
-from trade_agent.io import read_json, read_npz, sha256_file, write_json, write_npz
+from trade_agent.io import new_temp_dir, read_json, read_npz, sha256_file, write_json, write_npz
 from trade_agent.preprocessing import steps
 from trade_agent.preprocessing.ensemble import EnsemblePreprocessing, check_compatibility
-from trade_agent.preprocessing.pipeline import PreprocessingPipeline
+from trade_agent.preprocessing.pipeline import PreprocessingPipeline, check_step_allowed
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 log = logging.getLogger(__name__)
@@ -44,10 +44,16 @@ class PreprocessorManager:
 
     Args:
         preprocessor_root: directory holding one sub-directory per saved pipeline.
+        step_modules: modules besides ``trade_agent.preprocessing.steps`` whose steps a
+            saved pipeline may name (``preprocessing.step_modules`` in params.yaml). A
+            pipeline naming any other module is refused before anything is imported.
     """
 
-    def __init__(self, preprocessor_root: str | Path = "models/preprocessors") -> None:
+    def __init__(
+        self, preprocessor_root: str | Path = "models/preprocessors", step_modules: Sequence[str] = ()
+    ) -> None:
         self.root = Path(preprocessor_root)
+        self.step_modules = tuple(step_modules)
 
     # -- building -------------------------------------------------------------------
 
@@ -144,6 +150,8 @@ class PreprocessorManager:
                 f"pipeline was built for '{pipeline.model_type}' but is saved as '{model_type}'; pass the same type"
             )
         spec = pipeline.to_spec()  # refuses lambdas/closures before anything is written
+        for step in spec["steps"]:  # what could not be loaded back is not saved
+            check_step_allowed(step["ref"], self.step_modules, step["name"])
         content_hash, schema_hash = pipeline.content_hash(), pipeline.schema_hash()
         for info in self.list_preprocessors(model_type):
             if info["content_hash"] == content_hash:
@@ -154,7 +162,7 @@ class PreprocessorManager:
             version = self._next_version(model_type, schema_hash)
             preprocessor_id = f"preprocessor_{model_type}_v{version}"
             target = self.root / preprocessor_id
-            tmp = Path(tempfile.mkdtemp(prefix=f".{preprocessor_id}.", dir=self.root))
+            tmp = new_temp_dir(self.root, f".{preprocessor_id}.")
             try:
                 write_npz(tmp / STATE_FILE, pipeline.state_arrays())
                 write_json(
@@ -188,13 +196,20 @@ class PreprocessorManager:
 
         Raises:
             PreprocessorNotFoundError: unknown id. IntegrityError: files were altered.
+            PreprocessorError: a step names a module outside the allow-list (nothing is imported).
         """
+        spec = self.get_preprocessor_info(preprocessor_id).get("spec")
+        for step in spec.get("steps", []) if isinstance(spec, dict) else []:
+            if isinstance(step, dict):
+                check_step_allowed(str(step.get("ref")), self.step_modules, str(step.get("name")))
         report = self.validate_preprocessor_integrity(preprocessor_id)
         if not report:
             raise IntegrityError(f"preprocessor {preprocessor_id}: {report.problems[0]}; re-create it")
         directory = self.root / preprocessor_id
         meta = read_json(directory / PIPELINE_FILE)
-        return PreprocessingPipeline.from_spec(meta["spec"], read_npz(directory / STATE_FILE), version=preprocessor_id)
+        return PreprocessingPipeline.from_spec(
+            meta["spec"], read_npz(directory / STATE_FILE), version=preprocessor_id, step_modules=self.step_modules
+        )
 
     def list_preprocessors(self, model_type: str | None = None) -> list[dict[str, Any]]:
         """Summaries of saved pipelines, oldest version first."""
@@ -256,8 +271,8 @@ class PreprocessorManager:
             report.problems.append(f"{state} checksum differs from pipeline.json")
             return report
         try:
-            pipeline = PreprocessingPipeline.from_spec(meta["spec"], read_npz(state))
-        except (PreprocessorError, KeyError) as exc:
+            pipeline = PreprocessingPipeline.from_spec(meta["spec"], read_npz(state), step_modules=self.step_modules)
+        except (PreprocessorError, KeyError, TypeError) as exc:
             report.problems.append(f"cannot rebuild pipeline: {exc}")
             return report
         if pipeline.content_hash() != meta["content_hash"]:

@@ -13,7 +13,8 @@ import hashlib
 import importlib
 import inspect
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -55,24 +56,62 @@ def step_reference(func: StepFunc) -> str:
     return f"{func.__module__}:{func.__qualname__}"
 
 
-def resolve_step(reference: str) -> StepFunc:
-    """Import the step named by ``module:qualname``.
+# Steps are code: a saved pipeline names them, and a pipeline read back from a store or a
+# remote is untrusted. So names resolve only inside these modules (plus the ones a user
+# trusts through ``preprocessing.step_modules``), and only to functions or FittedStep
+# classes defined there - never to something a module merely imports (``os.system``).
+STANDARD_STEP_MODULE = "trade_agent.preprocessing.steps"
+STEP_MODULES_SETTING = "preprocessing.step_modules"
+_STEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def allowed_step_modules(step_modules: Sequence[str] = ()) -> tuple[str, ...]:
+    return (STANDARD_STEP_MODULE, *step_modules)
+
+
+def check_step_allowed(reference: str, step_modules: Sequence[str] = (), step: str | None = None) -> tuple[str, str]:
+    """``(module, name)`` of an allowed reference; checked before anything is imported.
 
     Raises:
-        PreprocessorError: the module or attribute no longer exists.
+        PreprocessorError: the module is not allowed, or the name is not a plain top-level name.
     """
-    module_name, _, qualname = reference.partition(":")
-    if not module_name or not qualname:
-        raise PreprocessorError(f"preprocessing step reference '{reference}' is not of the form module:qualname")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+    label = f"preprocessing step '{step}' ({reference})" if step else f"preprocessing step '{reference}'"
+    module_name, _, name = reference.partition(":")
+    if not module_name or not name:
+        raise PreprocessorError(f"{label} is not of the form module:function")
+    if module_name not in allowed_step_modules(step_modules):
         raise PreprocessorError(
-            f"preprocessing step '{reference}' cannot be imported ({exc}); install the package that defines it"
-        ) from None
-    return obj
+            f"{label}: module '{module_name}' is not allowed to provide steps; if you trust it, add it to "
+            f"{STEP_MODULES_SETTING} in params.yaml (API: step_modules=['{module_name}'])"
+        )
+    if not _STEP_NAME.fullmatch(name):
+        raise PreprocessorError(
+            f"{label}: '{name}' is not a top-level function or FittedStep class name of {module_name}"
+        )
+    return module_name, name
+
+
+def resolve_step(reference: str, step_modules: Sequence[str] = (), step: str | None = None) -> StepFunc:
+    """The step named by ``module:name``, from an allowed module only (see above).
+
+    Raises:
+        PreprocessorError: not allowed, not importable, or not a step defined in that module.
+    """
+    module_name, name = check_step_allowed(reference, step_modules, step)
+    label = f"preprocessing step '{step}' ({reference})" if step else f"preprocessing step '{reference}'"
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PreprocessorError(f"{label} cannot be imported ({exc}); install the package that defines it") from None
+    obj = vars(module).get(name)
+    is_step = inspect.isfunction(obj) or (inspect.isclass(obj) and issubclass(obj, FittedStep))
+    if obj is None or not is_step or getattr(obj, "__module__", None) != module_name:
+        raise PreprocessorError(
+            f"{label}: {module_name} defines no step function or FittedStep class '{name}'"
+            " (names it only imports are not steps)"
+        )
+    step_func: StepFunc = obj
+    return step_func
 
 
 POLICY_PREFIX = "policy__"
@@ -251,8 +290,11 @@ class PreprocessingPipeline:
                     "__main__ function has no importable name; define it at the top level of a module"
                 )
             try:
-                importable = resolve_step(ref) is step.func
-            except PreprocessorError:
+                # Our own in-memory object, so any module may be imported here; loading
+                # applies the allow-list.
+                module_name, _, name = ref.partition(":")
+                importable = vars(importlib.import_module(module_name)).get(name) is step.func
+            except ImportError:
                 importable = False
             if not importable:
                 raise PreprocessorError(
@@ -289,11 +331,22 @@ class PreprocessingPipeline:
 
     @classmethod
     def from_spec(
-        cls, spec: dict[str, Any], arrays: dict[str, np.ndarray], version: str | None = None
+        cls,
+        spec: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        version: str | None = None,
+        step_modules: Sequence[str] = (),
     ) -> PreprocessingPipeline:
+        """Rebuild a saved pipeline; every step is checked against the allow-list first.
+
+        Raises:
+            PreprocessorError: a step is not allowed (names the step and the setting).
+        """
+        for entry in spec["steps"]:  # all of them before the first import
+            check_step_allowed(entry["ref"], step_modules, entry["name"])
         pipeline = cls(spec["model_type"], spec.get("sequence_length"), version=version)
         for entry in spec["steps"]:
-            pipeline.add_step(entry["name"], resolve_step(entry["ref"]), **entry["kwargs"])
+            pipeline.add_step(entry["name"], resolve_step(entry["ref"], step_modules, entry["name"]), **entry["kwargs"])
             if entry["fitted"]:
                 pipeline.steps[-1].state = {k: arrays[f"{entry['name']}.{k}"] for k in entry["state_keys"]}
         pipeline.input_columns = list(spec["input_columns"])
