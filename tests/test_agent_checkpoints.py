@@ -1,8 +1,9 @@
-"""Stage-2 runs resume after a crash, and SB3 zips are unpickled only after their checksum verifies."""
+"""Stage-2 runs resume after a crash, and registered agents load as SB3 objects without unpickling."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -112,27 +113,32 @@ def test_resume_false_starts_over(tmp_path: Path) -> None:
     assert again.resumed_from == 0
 
 
-def test_sb3_zip_is_loaded_only_after_its_checksum_verifies(tmp_path: Path) -> None:
-    run = train_agent("ppo", tiny_params("ppo", total=64), PANELS, tmp_path / "agent")
-    again = train_agent("ppo", tiny_params("ppo", total=64), PANELS, tmp_path / "again")
+def test_sb3_object_is_rebuilt_from_the_pickle_free_form(tmp_path: Path) -> None:
+    params = tiny_params("ppo", total=64)
+    run = train_agent("ppo", params, PANELS, tmp_path / "agent")
+    again = train_agent("ppo", params, PANELS, tmp_path / "again")
     # Reproducible bytes (no wall-clock or memory addresses), so DVC sees identical outputs.
     assert (again.agent_dir / "model.zip").read_bytes() == (run.agent_dir / "model.zip").read_bytes()
     registry = ModelRegistry(tmp_path / "models", export=False)
-    model_id = registry.register_model("ppo", run.agent_dir, None, {}, run.metrics, {})
+    training_config = {**asdict(params.rl.ppo), "common": asdict(params.rl.common)}  # as register_agent records it
+    model_id = registry.register_model("ppo", run.agent_dir, None, training_config, run.metrics, {})
     model = load_sb3_model(registry, model_id, tmp_path / "work")
     obs = np.zeros((1, *model.observation_space.shape), np.float32)
     np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], load_trained_action(run.agent_dir, obs))
+    assert model.n_steps == 32 and model.batch_size == 32  # the registered hyperparameters
+    model.set_env(VecPortfolioEnv(PANELS["train"], SIM, n_envs=2, seed=0))
+    model.learn(64)  # and it trains on
 
-    copy = tmp_path / "work" / model_id / "model.zip"
+    copy = tmp_path / "work" / model_id / "policy.pt"
     copy.write_bytes(copy.read_bytes() + b"tampered")
-    with pytest.raises(IntegrityError, match=r"model\.zip: sha256 does not match the registry entry"):
+    with pytest.raises(IntegrityError, match=r"policy\.pt: sha256 does not match the registry entry"):
         load_sb3_model(registry, model_id, tmp_path / "work")
 
     # The registry's own copy is verified on restore too.
-    stored = registry.store.object_path(registry.get_model(model_id).files["model.zip"]["sha256"])
+    stored = registry.store.object_path(registry.get_model(model_id).files["policy.pt"]["sha256"])
     stored.chmod(0o644)
-    stored.write_bytes(b"not the zip")
-    with pytest.raises(IntegrityError, match=r"model\.zip: stored object .* is corrupted"):
+    stored.write_bytes(b"not the weights")
+    with pytest.raises(IntegrityError, match=r"policy\.pt: stored object .* is corrupted"):
         load_sb3_model(registry, model_id, tmp_path / "fresh")
 
 

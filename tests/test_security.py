@@ -4,9 +4,15 @@ with the checksums fixed up by the project's own functions."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import json
 import os
+import pickle
+import re
 import stat
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.test_registry import register
 from trade_agent.config import FeaturesConfig
-from trade_agent.errors import IntegrityError, PreprocessorError
-from trade_agent.io import atomic_path, read_npz, write_json
+from trade_agent.errors import IntegrityError, PreprocessorError, UnsafePathError
+from trade_agent.io import atomic_path, path_inside, read_npz, sha256_file, write_json
 from trade_agent.preprocessing.pipeline import PreprocessingPipeline
+from trade_agent.registry import ModelRegistry
+from trade_agent.registry.registry import _zip_content_hash
+from trade_agent.registry.store import RegistryCorruptError
 from trade_agent.training import PreprocessorManager
 
 
@@ -123,3 +133,150 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path: Path) -> None:
         assert stat.S_IMODE(atomic.stat().st_mode) == 0o640
     finally:
         os.umask(previous)
+
+
+# -- attack 2: names in an index or an export that leave their folder -------------------
+
+
+def _tampered_registry(tmp_path: Path, edit: Any) -> tuple[ModelRegistry, str]:
+    """A registered model whose index entry ``edit(index, model_id)`` then alters."""
+    registry = ModelRegistry(tmp_path / "models", export=False)
+    model = register(registry, tmp_path, b"weights")
+    with registry.store.locked() as index:
+        edit(index, model)
+    return registry, model
+
+
+def _nothing_outside(tmp_path: Path, *names: str) -> None:
+    for name in names:
+        assert not [p for p in tmp_path.parent.rglob(name)], f"{name} was written"
+
+
+def _file_named(name: str) -> Any:
+    def edit(index: dict[str, Any], model: str) -> None:
+        files = index["entries"][model]["files"]
+        files[name] = files.pop("model.pt")
+
+    return edit
+
+
+def _id_named(name: str) -> Any:
+    def edit(index: dict[str, Any], model: str) -> None:
+        index["entries"][name] = dict(index["entries"][model], model_id=name)
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "query", "refusal"),
+    [
+        (_file_named("../../../../elsewhere/FILE"), None, "file name '../../../../elsewhere/FILE'"),
+        (_file_named("/tmp/elsewhere/FILE"), None, "file name '/tmp/elsewhere/FILE'"),
+        (_id_named("../../../elsewhere/ID"), "../../../elsewhere/ID", "model_id '../../../elsewhere/ID'"),
+        (_id_named("sub/ID"), "sub/ID", "model_id 'sub/ID'"),
+    ],
+)
+def test_attack_2_restore_refuses_names_that_leave_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Any, query: str | None, refusal: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    registry, model = _tampered_registry(tmp_path, edit)
+    work = tmp_path / "deep" / "er" / "work"
+    for attempt in (
+        lambda: registry.restore(query or model, work / "restored"),
+        lambda: registry.load_model_dir(query or model, work),
+        lambda: registry.list_models(),
+    ):
+        with pytest.raises(RegistryCorruptError, match=re.escape(refusal)) as refused:
+            attempt()
+        assert "\n" not in str(refused.value) and "refused" in str(refused.value)
+    assert not work.exists()
+    _nothing_outside(tmp_path, "FILE", "ID", "elsewhere")
+
+
+def test_attack_2_an_export_with_such_names_is_not_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    registry = ModelRegistry(tmp_path / "models")  # writes models/registry.json
+    register(registry, tmp_path, b"weights")
+    document = json.loads(registry.export_path.read_text())
+    document["models"][0] |= {"model_id": "../../elsewhere/ID", "checksum": "0" * 64}
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(document))
+    before = registry.store.index_path.read_bytes()
+    with pytest.raises(RegistryCorruptError, match=r"models\[0\]: entry '../../elsewhere/ID': model_id"):
+        registry.import_export(forged)
+    assert registry.store.index_path.read_bytes() == before
+    _nothing_outside(tmp_path, "ID", "elsewhere")
+
+
+def test_store_objects_are_named_by_their_sha256_only(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models", export=False)
+    with pytest.raises(IntegrityError, match="is not a sha256"):
+        registry.store.object_path("../" * 4 + "elsewhere")
+
+
+def test_writes_stay_inside_their_folder_through_symlinks(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "link").symlink_to(outside)
+    assert path_inside(tmp_path / "target", "sub/file.json") == tmp_path / "target" / "sub" / "file.json"
+    for name in ("link/file", "../outside/file", "/abs", "a/../../b", "", "a//b", ".hidden"):
+        with pytest.raises(UnsafePathError):
+            path_inside(tmp_path / "target", name)
+
+
+# -- attack 3: a forged SB3 zip with matching checksums -----------------------------------
+
+
+class _Payload:
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, (self.command,))
+
+
+def _forge_sb3_zip(genuine: Path, forged: Path, command: str) -> None:
+    """``genuine`` with its policy class replaced by a pickle that runs ``command``."""
+    with zipfile.ZipFile(genuine) as source, zipfile.ZipFile(forged, "w") as out:
+        for name in source.namelist():
+            content = source.read(name)
+            if name == "data":
+                data = json.loads(content)
+                data["policy_class"][":serialized:"] = base64.b64encode(pickle.dumps(_Payload(command))).decode()
+                content = json.dumps(data).encode()
+            out.writestr(name, content)
+
+
+def test_attack_3_a_forged_sb3_zip_is_never_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stable_baselines3 import PPO
+
+    from tests.test_agent_checkpoints import PANELS, load_trained_action, tiny_params
+    from trade_agent.agents.policy_io import load_sb3_model
+    from trade_agent.agents.train import train_agent
+
+    monkeypatch.chdir(tmp_path)
+    run = train_agent("ppo", tiny_params("ppo", total=64), PANELS, tmp_path / "agent")
+    registry = ModelRegistry(tmp_path / "models", export=False)
+    model_id = registry.register_model("ppo", run.agent_dir, None, {}, run.metrics, {})
+    forged = tmp_path / "forged.zip"
+    _forge_sb3_zip(run.agent_dir / "model.zip", forged, f"touch {tmp_path / 'proof'}")
+    with contextlib.suppress(Exception):  # the payload is live: PPO.load runs it
+        PPO.load(forged, device="cpu")
+    assert (tmp_path / "proof").exists()
+
+    marker = tmp_path / "marker"
+    _forge_sb3_zip(run.agent_dir / "model.zip", forged, f"touch {marker}")
+    sha = sha256_file(forged)
+    registry.store.add_object(forged, sha)
+    with registry.store.locked() as index:  # the entry fixed up with the project's own hashes
+        info = index["entries"][model_id]["files"]["model.zip"]
+        info |= {"sha256": sha, "md5": hashlib.md5(forged.read_bytes()).hexdigest(), "size": forged.stat().st_size}
+        info["content_sha256"] = _zip_content_hash(forged)
+    assert registry.validate_model_integrity(model_id)  # the checksums cannot tell
+
+    model = load_sb3_model(registry, model_id, tmp_path / "work")
+    assert not marker.exists()
+    obs = np.zeros((1, *model.observation_space.shape), np.float32)
+    np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], load_trained_action(run.agent_dir, obs))

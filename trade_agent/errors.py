@@ -57,3 +57,7 @@ class IntegrityError(TradeAgentError):
 
 class TrainingError(TradeAgentError):
     """Training cannot continue (out of memory below the minimum batch, failed distributed run)."""
+
+
+class UnsafePathError(IntegrityError):
+    """A name read from a store, an index, an export or a JSON file would leave its folder."""

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -23,7 +24,36 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trade_agent.errors import UnsafePathError
+
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+# One path component read from an index, an export or a JSON file: no separator, no
+# "..", nothing absolute, no hidden or odd names.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,-]*")
+
+
+def is_safe_name(name: object) -> bool:
+    """A single file or directory name that cannot leave the folder it is joined to."""
+    return isinstance(name, str) and _SAFE_NAME.fullmatch(name) is not None and ".." not in name
+
+
+def is_safe_relative_path(path: object) -> bool:
+    """A POSIX relative path (``a/b.json``) made of safe names only."""
+    return isinstance(path, str) and all(is_safe_name(part) for part in path.split("/"))
+
+
+def path_inside(root: Path, relative: str) -> Path:
+    """``root / relative``, refused unless it resolves (symlinks followed) inside ``root``.
+
+    Raises:
+        UnsafePathError: the path is unsafe or escapes ``root``.
+    """
+    if not is_safe_relative_path(relative):
+        raise UnsafePathError(f"'{relative}' is not a plain relative path; refused to write it under {root}")
+    candidate = root / relative
+    if not candidate.resolve().is_relative_to(root.resolve()):
+        raise UnsafePathError(f"{candidate} resolves outside {root} (a symlink?); refused")
+    return candidate
 
 
 def _current_umask() -> int:

@@ -1,13 +1,15 @@
 """The registered form of an SB3 agent: policy state dict + JSON, loadable without pickle.
 
-SB3's ``.zip`` embeds cloudpickled objects; it is kept for users who want ``PPO.load``
-(loaded only after its checksum verifies), but the registry's form is ``policy.pt``
-(``torch.save`` of ``policy.state_dict()``, read with ``weights_only=True``) and
-``policy.json`` (algorithm, spaces, network sizes) from which the policy class is rebuilt.
+SB3's ``.zip`` embeds cloudpickled objects; it is still written for users who want to
+call ``PPO.load`` themselves on files they trust, but our code never loads it. The
+registry's form is ``policy.pt`` (``torch.save`` of ``policy.state_dict()``, read with
+``weights_only=True``) and ``policy.json`` (algorithm, spaces, network sizes) from which
+the policy - or SB3's whole algorithm object, :func:`load_sb3_model` - is rebuilt.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +18,14 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 
+from trade_agent.config.loader import from_mapping
+from trade_agent.config.rl import RLConfig
 from trade_agent.errors import DataSourceError, IntegrityError
-from trade_agent.io import read_json, sha256_file, write_json
+from trade_agent.io import path_inside, read_json, sha256_file, write_json
 
 if TYPE_CHECKING:
     from trade_agent.registry import ModelRegistry
@@ -145,30 +150,74 @@ def load_policy(directory: Path) -> tuple[BasePolicy, dict[str, Any]]:
     return policy.eval(), spec
 
 
-def load_sb3_model(registry: ModelRegistry, model_id: str, work_dir: Path) -> BaseAlgorithm:
-    """SB3's own object (``PPO``/``SAC``/``TD3``) of a registered agent, for ``.learn``/``.predict`` users.
+class _SpacesOnly(gym.Env[np.ndarray, np.ndarray]):
+    """The spaces of a loaded agent and nothing else: SB3 builds its networks from an env."""
 
-    The zip embeds cloudpickled objects, so it is unpickled only after its sha256 matches
-    the registry entry: the model is restored (every file verified) into
-    ``work_dir/<model_id>`` and the copy is hashed once more right before loading.
+    def __init__(self, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> None:
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        raise RuntimeError("this agent was loaded without an environment; call model.set_env(env) before learn()")
+
+    def step(self, action: np.ndarray) -> Any:
+        raise RuntimeError("this agent was loaded without an environment; call model.set_env(env) before learn()")
+
+
+def _algorithm_config(algo: str, training_config: dict[str, Any], net_arch: list[int]) -> RLConfig:
+    """The ``rl`` settings an agent was registered with (unknown or missing keys: defaults),
+    re-checked by the strict config loader: a registry entry is untrusted input."""
+    defaults = asdict(RLConfig())
+    own = {k: v for k, v in training_config.items() if k in defaults[algo]} | {"net_arch": net_arch}
+    common = training_config.get("common")
+    common = {k: v for k, v in common.items() if k in defaults["common"]} if isinstance(common, dict) else {}
+    return from_mapping(RLConfig, {"algos": [algo], "common": common, algo: own}, "registry entry training_config")
+
+
+def load_sb3_model(registry: ModelRegistry, model_id: str, work_dir: Path) -> BaseAlgorithm:
+    """SB3's own object (``PPO``/``SAC``/``TD3``) of a registered agent, rebuilt without pickle.
+
+    SB3's ``model.zip`` embeds cloudpickled objects and a checksum cannot make it safe (whoever
+    can edit a shared store can edit its index too), so it is never loaded. Instead the
+    agent is rebuilt from its registered pickle-free form: the spaces and network sizes in
+    ``policy.json``, the hyperparameters in the registry entry (checked like params.yaml),
+    and ``policy.pt`` read with ``weights_only=True``. The model is restored (every file
+    verified) into ``work_dir/<model_id>``.
+
+    ``.predict`` works at once on observations prepared as in training (``policy.json``
+    "observation": :class:`trade_agent.envs.observation.Observation`); ``.learn`` needs
+    ``model.set_env(env)`` first. Optimiser state is not restored (resumable training uses
+    the checkpoints of :mod:`trade_agent.agents.checkpoint`).
 
     Raises:
-        IntegrityError: the zip is missing or does not match its recorded checksum.
+        IntegrityError: not an SB3 agent, or a file does not match its recorded checksum.
         ModelNotFoundError: unknown id.
     """
-    from stable_baselines3 import PPO, SAC, TD3
+    from trade_agent.agents.factory import build_agent
 
     entry = registry.get_model(model_id)
-    algorithms: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
-    if entry.model_type not in algorithms or SB3_ZIP not in entry.files:
-        raise IntegrityError(f"{entry.model_id}: not an SB3 agent with a {SB3_ZIP}; load it with load_policy")
-    directory = work_dir / entry.model_id
-    if not (directory / SB3_ZIP).is_file():
-        registry.restore(entry.model_id, directory)
-    path = directory / SB3_ZIP
-    if sha256_file(path) != entry.files[SB3_ZIP]["sha256"]:
+    if entry.model_type not in POLICY_CLASSES or POLICY_FILE not in entry.files or POLICY_SPEC not in entry.files:
         raise IntegrityError(
-            f"{path}: sha256 does not match the registry entry of {entry.model_id}; "
-            "delete the directory and load again to restore a verified copy"
+            f"{entry.model_id}: not a registered PPO/SAC/TD3 agent with {POLICY_FILE} + {POLICY_SPEC}; "
+            "load hybrids and ensembles with load_policy or the backtest API"
         )
-    return algorithms[entry.model_type].load(path, device="cpu")
+    directory = path_inside(work_dir, entry.model_id)
+    if not directory.is_dir():
+        registry.restore(entry.model_id, directory)
+    for name in (POLICY_FILE, POLICY_SPEC):  # a cached copy is re-verified before use
+        if sha256_file(directory / name) != entry.files[name]["sha256"]:
+            raise IntegrityError(
+                f"{directory / name}: sha256 does not match the registry entry of {entry.model_id}; "
+                "delete the directory and load again to restore a verified copy"
+            )
+    spec = read_json(directory / POLICY_SPEC)
+    if spec.get("algo") != entry.model_type:
+        raise IntegrityError(f"{directory / POLICY_SPEC}: algo {spec.get('algo')!r} is not {entry.model_type}")
+    config = _algorithm_config(entry.model_type, entry.training_config, [int(n) for n in spec["net_arch"]])
+    observation_space = _space_from_json(spec["observation_space"])
+    action_space = _space_from_json(spec["action_space"])
+    n_envs = getattr(getattr(config, entry.model_type), "n_envs", 1)  # PPO's rollout buffer is sized by it
+    env = DummyVecEnv([lambda: _SpacesOnly(observation_space, action_space)] * n_envs)
+    model = build_agent(entry.model_type, env, config, seed=0)
+    model.policy.load_state_dict(torch.load(directory / POLICY_FILE, map_location="cpu", weights_only=True))
+    model.policy.eval()
+    return model

@@ -27,10 +27,27 @@ from trade_agent.config import Params, load_params_or_defaults
 from trade_agent.config.registry import TypeGrading
 from trade_agent.errors import ConfigError, InputError, IntegrityError
 from trade_agent.integrity import IntegrityReport
-from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text
+from trade_agent.io import (
+    atomic_path,
+    canonical_json,
+    is_safe_relative_path,
+    new_temp_dir,
+    path_inside,
+    read_json,
+    sha256_file,
+    sha256_text,
+)
 from trade_agent.registry.grading import PerformanceGrade, composite_score, grade_for, metric_value
 from trade_agent.registry.naming import make_model_id, resolve
-from trade_agent.registry.store import RegistryCorruptError, Store, dvc_cache_dir, fetch_from_dvc_remote, locate_store
+from trade_agent.registry.store import (
+    RegistryCorruptError,
+    Store,
+    check_entry,
+    check_index,
+    dvc_cache_dir,
+    fetch_from_dvc_remote,
+    locate_store,
+)
 from trade_agent.registry.versioning import Fingerprint, format_version, next_version, parse_version
 
 log = logging.getLogger(__name__)
@@ -363,6 +380,10 @@ class ModelRegistry:
                 raise InputError(f"{preprocessor_path}: preprocessor not found")
         files: dict[str, dict[str, Any]] = {}
         for rel, path in sources:
+            if not is_safe_relative_path(rel):
+                raise InputError(
+                    f"{path}: '{rel}' cannot be registered; rename it with letters, digits and _ . + = @ , - only"
+                )
             files[rel] = {"sha256": sha256_file(path), "md5": _md5(path), "size": path.stat().st_size, "_path": path}
             if zipfile.is_zipfile(path):
                 # SB3 zips stamp member dates: identify them by their members' bytes.
@@ -528,7 +549,22 @@ class ModelRegistry:
         target = Path(target)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise InputError(f"{target} exists and is not an empty directory; restore into a new directory")
+        for rel in entry["files"]:  # checked on read already; re-checked before the first write
+            path_inside(target, rel)
         self._fetch_missing(entry)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = new_temp_dir(target.parent, f".{target.name}.")
+        try:
+            self._write_files(entry, staging)
+            if target.exists():
+                target.rmdir()
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def _write_files(self, entry: dict[str, Any], target: Path) -> None:
+        """Every file of ``entry`` into ``target``, each verified against its sha256."""
         for rel, info in sorted(entry["files"].items()):
             label = f"{entry['model_id']}/{rel}"
             try:
@@ -543,11 +579,10 @@ class ModelRegistry:
                 ):
                     raise
                 source = cached
-            destination = target / rel
+            destination = path_inside(target, rel)
             destination.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(destination) as tmp:
                 shutil.copyfile(source, tmp)
-        return target
 
     def _fetch_missing(self, entry: dict[str, Any]) -> None:
         missing = []
@@ -567,7 +602,7 @@ class ModelRegistry:
     def load_model_dir(self, model_id: str, work_dir: str | Path) -> Path:
         """Restore into ``work_dir/<model_id>`` (verified) and return that directory."""
         entry = resolve(model_id, self._entries(), self._rank)
-        return self.restore(entry["model_id"], Path(work_dir) / entry["model_id"])
+        return self.restore(entry["model_id"], path_inside(Path(work_dir), entry["model_id"]))
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -671,6 +706,9 @@ class ModelRegistry:
             missing = [k for k in EXPORT_KEYS if not isinstance(entry, dict) or k not in entry]
             if missing:
                 raise RegistryCorruptError(f"{path}: models[{i}] lacks {', '.join(missing)}; {fix}")
+            check_entry(entry, f"{path}: models[{i}]")
+        issued = document.get("issued", {})
+        check_index({"entries": {}, "issued": issued if isinstance(issued, dict) else None}, str(path))
         return document
 
     def import_export(self, path: str | Path | None = None) -> list[str]:
@@ -724,6 +762,7 @@ class ModelRegistry:
             if "preprocessors" not in path.parts:
                 path.unlink(missing_ok=True)
         for path, rel in self._view_files(entry).items():
+            path_inside(self.root, path.relative_to(self.root).as_posix())
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
                 if rel is None:

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from functools import cache
@@ -32,7 +33,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from trade_agent.errors import IntegrityError, TradeAgentError
-from trade_agent.io import atomic_path, sha256_file
+from trade_agent.io import atomic_path, is_safe_name, is_safe_relative_path, sha256_file
 
 INDEX_FILE = "index.json"
 FORMAT = 1
@@ -46,6 +47,85 @@ class RegistryBusyError(TradeAgentError):
 
 class RegistryCorruptError(TradeAgentError):
     """The index or the git-tracked export cannot be read; it is reported, never overwritten."""
+
+
+_MODEL_TYPE = re.compile(r"[a-z][a-z0-9_]*")
+_VERSION = re.compile(r"\d{1,9}\.\d{1,9}\.\d{1,9}")
+_HEX = {64: re.compile(r"[0-9a-f]{64}"), 32: re.compile(r"[0-9a-f]{32}")}
+
+
+def _is_hex(value: object, length: int) -> bool:
+    return isinstance(value, str) and _HEX[length].fullmatch(value) is not None
+
+
+def check_entry(entry: object, where: str) -> dict[str, Any]:
+    """An entry read from an index, an export or a record, checked before anything uses it.
+
+    Every name that becomes part of a path (the id, the type, file names, the sha256 an
+    object is stored under) must be a plain name that cannot leave its folder.
+
+    Raises:
+        RegistryCorruptError: one line naming the entry, the key and the value.
+    """
+    label = repr(entry.get("model_id")) if isinstance(entry, dict) else "?"
+
+    def refuse(key: str, value: object, expected: str) -> RegistryCorruptError:
+        return RegistryCorruptError(
+            f"{where}: entry {label}: {key} {value!r} is not {expected}; refused (remove the entry or restore the file)"
+        )
+
+    if not isinstance(entry, dict):
+        raise refuse("entry", type(entry).__name__, "an object")
+    if not is_safe_name(entry.get("model_id")):
+        raise refuse("model_id", entry.get("model_id"), "a plain name (letters, digits, _ . + = @ , -; no '..')")
+    if not isinstance(entry.get("model_type"), str) or not _MODEL_TYPE.fullmatch(entry["model_type"]):
+        raise refuse("model_type", entry.get("model_type"), "a model type such as cnn_lstm")
+    if not isinstance(entry.get("version"), str) or not _VERSION.fullmatch(entry["version"]):
+        raise refuse("version", entry.get("version"), "MAJOR.MINOR.PATCH")
+    if not _is_hex(entry.get("checksum"), 64):
+        raise refuse("checksum", entry.get("checksum"), "a sha256")
+    files = entry.get("files")
+    if not isinstance(files, dict):
+        raise refuse("files", files, "an object")
+    for rel, info in files.items():
+        if not is_safe_relative_path(rel):
+            raise refuse("file name", rel, "a relative path of plain names")
+        if not isinstance(info, dict) or not _is_hex(info.get("sha256"), 64) or not _is_hex(info.get("md5"), 32):
+            raise refuse(f"files[{rel!r}]", info, "{sha256, md5, size} of hex digests")
+        if "content_sha256" in info and not _is_hex(info["content_sha256"], 64):
+            raise refuse(f"files[{rel!r}].content_sha256", info["content_sha256"], "a sha256")
+        if not isinstance(info.get("size"), int) or info["size"] < 0:
+            raise refuse(f"files[{rel!r}].size", info.get("size"), "a byte count")
+    dependencies = entry.get("dependencies")
+    if not isinstance(dependencies, list) or not all(is_safe_name(d) for d in dependencies):
+        raise refuse("dependencies", dependencies, "a list of model ids")
+    if not isinstance(entry.get("metrics"), dict):
+        raise refuse("metrics", entry.get("metrics"), "an object")
+    return entry
+
+
+def check_index(index: object, where: str) -> dict[str, Any]:
+    """The whole index (or a recovered one): shape, then every entry.
+
+    Raises:
+        RegistryCorruptError: see :func:`check_entry`.
+    """
+    if not isinstance(index, dict) or not isinstance(index.get("entries"), dict):
+        raise RegistryCorruptError(f"{where} lacks 'entries'; fix it or restore it")
+    if not isinstance(index.get("issued"), dict):
+        raise RegistryCorruptError(f"{where} lacks 'issued'; fix it or restore it")
+    for key, entry in index["entries"].items():
+        check_entry(entry, where)
+        if key != entry["model_id"]:
+            raise RegistryCorruptError(f"{where}: entry key {key!r} differs from its model_id {entry['model_id']!r}")
+    for model_type, versions in index["issued"].items():
+        if not _MODEL_TYPE.fullmatch(str(model_type)) or not isinstance(versions, list):
+            raise RegistryCorruptError(f"{where}: issued[{model_type!r}] is not a list of versions")
+        if not all(isinstance(v, str) and _VERSION.fullmatch(v) for v in versions):
+            raise RegistryCorruptError(f"{where}: issued[{model_type!r}] holds a value that is not MAJOR.MINOR.PATCH")
+    if not all(_is_hex(c, 64) for c in index.get("deleted", [])):
+        raise RegistryCorruptError(f"{where}: 'deleted' holds a value that is not a sha256")
+    return index
 
 
 @cache
@@ -153,9 +233,7 @@ class Store:
                 f"{self.index_path} is not valid JSON ({exc}); restore it from models/registry.json "
                 "with `trade-agent models export --import`, or fix it by hand"
             ) from None
-        if not isinstance(index.get("entries"), dict) or not isinstance(index.get("issued"), dict):
-            raise RegistryCorruptError(f"{self.index_path} lacks 'entries'/'issued'; fix it or restore it")
-        return index
+        return check_index(index, str(self.index_path))
 
     def _write(self, index: dict[str, Any]) -> None:
         with atomic_path(self.index_path) as tmp:
@@ -164,6 +242,8 @@ class Store:
     # -- objects --------------------------------------------------------------------
 
     def object_path(self, sha256: str) -> Path:
+        if not _is_hex(sha256, 64):  # entries are checked on read; this guards every other caller
+            raise IntegrityError(f"{sha256!r} is not a sha256; refused as a store object name")
         return self.objects / sha256[:2] / sha256
 
     def add_object(self, source: Path, sha256: str) -> Path:
