@@ -4,6 +4,7 @@ with the checksums fixed up by the project's own functions."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import hashlib
@@ -29,6 +30,8 @@ from trade_agent.registry import ModelRegistry
 from trade_agent.registry.registry import _zip_content_hash
 from trade_agent.registry.store import RegistryCorruptError
 from trade_agent.training import PreprocessorManager
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Forged(PreprocessingPipeline):
@@ -280,3 +283,50 @@ def test_attack_3_a_forged_sb3_zip_is_never_unpickled(tmp_path: Path, monkeypatc
     assert not marker.exists()
     obs = np.zeros((1, *model.observation_space.shape), np.float32)
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], load_trained_action(run.agent_dir, obs))
+
+
+# -- nothing we load can run code: the invariant, checked on the source -------------------
+
+_SB3_LOADERS = {"PPO", "SAC", "TD3", "BaseAlgorithm", "algorithms"}
+
+
+def _calls(tree: ast.AST) -> list[ast.Call]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+
+
+def _keyword(call: ast.Call, name: str) -> object:
+    value = next((k.value for k in call.keywords if k.arg == name), None)
+    return value.value if isinstance(value, ast.Constant) else None
+
+
+def test_no_code_path_unpickles_or_imports_names_it_reads() -> None:
+    """pickle/cloudpickle are never imported, SB3's ``.load`` is never called, every
+    ``torch.load`` passes weights_only=True and every ``np.load`` allow_pickle=False, and
+    import_module is used only where an allow-list guards it."""
+    offences = []
+    for path in sorted((ROOT / "trade_agent").rglob("*.py")) + sorted((ROOT / "stages").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        where = path.relative_to(ROOT)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+                if any(str(n).split(".")[0] in ("pickle", "cloudpickle", "dill", "joblib") for n in names):
+                    offences.append(f"{where}:{node.lineno} imports a pickler")
+        for call in _calls(tree):
+            func = call.func
+            if not isinstance(func, ast.Attribute):
+                continue
+            owner = func.value
+            owner_name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", None)
+            if isinstance(owner, ast.Subscript) and isinstance(owner.value, ast.Name):
+                owner_name = owner.value.id
+            if func.attr == "load" and owner_name in _SB3_LOADERS:
+                offences.append(f"{where}:{call.lineno} calls SB3's load (unpickles)")
+            if func.attr == "load" and owner_name == "torch" and _keyword(call, "weights_only") is not True:
+                offences.append(f"{where}:{call.lineno} torch.load without weights_only=True")
+            if func.attr == "load" and owner_name == "np" and _keyword(call, "allow_pickle") is not False:
+                offences.append(f"{where}:{call.lineno} np.load without allow_pickle=False")
+            allowed_import = {"trade_agent/preprocessing/pipeline.py", "trade_agent/training/worker.py"}
+            if func.attr == "import_module" and str(where) not in allowed_import:
+                offences.append(f"{where}:{call.lineno} imports a module by name")
+    assert not offences, offences
