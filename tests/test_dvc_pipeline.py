@@ -144,6 +144,23 @@ def test_failed_validation_leaves_no_outputs(dvc_repo: Path) -> None:
     assert not (dvc_repo / "data" / "prepared" / "market.parquet").exists()
 
 
+def test_a_failed_stage_names_the_checkout_that_restores_its_previous_outputs(dvc_repo: Path) -> None:
+    assert run(["dvc", "repro", "prepare"], dvc_repo).returncode == 0
+    market = dvc_repo / "data" / "prepared" / "market.parquet"
+    before = sha256_file(market)
+    bad = "timestamp,open,high,low,close,volume\n2020-01-02,1,2,0.5,x,1\n"
+    (dvc_repo / "data" / "raw" / "bars.csv").write_text(bad)
+    _set(dvc_repo, "data", "source", "file")
+    _set(dvc_repo, "data", "path", "data/raw/bars.csv")
+    result = run(["dvc", "repro", "prepare"], dvc_repo)
+    assert result.returncode != 0
+    line = next(x for x in result.stderr.splitlines() if x.startswith("error: data/raw/bars.csv"))
+    assert line.endswith("; previous outputs are in the DVC cache: `dvc checkout prepare`"), line
+    assert not market.exists()  # DVC removed them before running the command
+    assert run(["dvc", "checkout", "prepare"], dvc_repo).returncode == 0
+    assert sha256_file(market) == before
+
+
 def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -> None:
     _repro(dvc_repo)
     first_files = {

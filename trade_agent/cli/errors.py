@@ -11,8 +11,10 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -26,12 +28,39 @@ def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def previous_outputs_hint(stage: str, lock_file: Path = Path("dvc.lock")) -> str | None:
+    """The fix for a stage that failed under ``dvc repro``.
+
+    DVC deletes a stage's outputs before it runs the command, so a failure leaves the user
+    without them; when ``dvc.lock`` records outputs of ``stage``, they are still in the
+    cache. (Checking them out from inside the stage would fight ``dvc repro`` for the
+    repository lock, so the user is told instead.)
+    """
+    try:
+        lock = yaml.safe_load(lock_file.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    entry = stages.get(stage) if isinstance(stages, dict) else None
+    if not isinstance(entry, dict) or not entry.get("outs"):
+        return None
+    return f"previous outputs are in the DVC cache: `dvc checkout {stage}`"
+
+
 def report_error(error: BaseException) -> int:
-    """Print ``error`` as one red line on stderr; return its exit code."""
+    """Print ``error`` as one red line on stderr; return its exit code.
+
+    Under ``dvc repro`` (``DVC_STAGE`` set) the line ends with how to get the stage's
+    previous outputs back.
+    """
     if isinstance(error, TradeAgentError):
         text, code = str(error), error.exit_code
     else:
         text, code = f"unexpected {type(error).__name__}: {error} (rerun with --traceback for details)", 1
+    stage = os.environ.get("DVC_STAGE")
+    hint = previous_outputs_hint(stage) if stage else None
+    if hint:
+        text = f"{text.rstrip('. ')}; {hint}"
     _stderr.print(f"[bold red]error:[/] [red]{escape(one_line(text))}[/]")
     return code
 
