@@ -182,6 +182,15 @@ def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -
     _set(dvc_repo, "cnn_lstm", "dropout", 0.1)
     _repro(dvc_repo)
     assert len(json.loads(run([*CLI, "train", "list", "--model-type", "cnn_lstm", "--json"], dvc_repo).stdout)) == 2
+    # A lost index comes back whole from the store's records (the export lists none of these).
+    listed = json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)
+    (dvc_repo / ".dvc" / "trade-agent-registry" / "index.json").unlink()
+    recovered = run([*CLI, "models", "recover"], dvc_repo)
+    assert recovered.returncode == 0, recovered.stderr
+    assert f"recovered {len(listed)} entries" in recovered.stdout and "from the store's records" in recovered.stdout
+    again = json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)
+    assert [(m["model_id"], m["checksum"]) for m in again] == [(m["model_id"], m["checksum"]) for m in listed]
+    assert len(listed) >= 8  # every stage's registrations: cnn_lstm x2, ppo/sac/td3, hybrid, ensemble
     # The store sits beside the DVC cache, shared with experiment workspaces, never in git.
     assert (dvc_repo / ".dvc" / "trade-agent-registry" / "index.json").is_file()
     run(["git", "add", "-A"], dvc_repo)

@@ -295,3 +295,25 @@ def test_aliases_skip_archived_models_and_restore_needs_an_empty_target(
     with pytest.raises(InputError, match="is not an empty directory"):
         registry.restore(other, tmp_path / "busy")
     assert registry.get_best_model("cnn_lstm", metric="test/accuracy").model_id == other
+
+
+def test_a_lost_index_is_rebuilt_from_the_store_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    registry = ModelRegistry(tmp_path / "models", export=False)  # as the DVC stages register
+    first = register(registry, tmp_path, b"one")
+    second = register(registry, tmp_path, b"two", lr=1e-2)
+    registry.archive_model(first)
+    third = register(registry, tmp_path, b"three", lr=1e-1)
+    registry.delete_model(third)
+    before = registry.store.read()
+    registry.store.index_path.unlink()
+
+    reopened = ModelRegistry(tmp_path / "models", export=False)
+    assert reopened.recovery is not None and reopened.recovery.from_records == 2
+    after = reopened.store.read()
+    assert after["entries"] == before["entries"]  # ids, checksums, metadata, archived flag
+    assert after["issued"] == before["issued"] and after["deleted"] == before["deleted"]
+    assert {first, second} == set(after["entries"])
+    assert reopened.validate_model_integrity(second)
+    # the deleted model's version stays used
+    assert register(reopened, tmp_path, b"four", lr=1e-1).startswith("cnn_lstm_v1.3.")

@@ -163,6 +163,16 @@ def export(
     console.print(f"exported {len(registry.list_models(include_archived=True))} models -> {registry.export()}")
 
 
+@models_app.command("recover")
+def recover(root: RootOption = Path("models")) -> None:
+    """Rebuild the store's index from its records and models/registry.json (after a lost index.json)."""
+    registry = _registry(root)
+    report = registry.recovery or registry.recover()  # opening a store without an index recovers it
+    for line in report.refused:
+        console.print(f"[yellow]refused: {line}[/]")
+    console.print(report.summary())
+
+
 @models_app.command("gc")
 def gc(root: RootOption = Path("models")) -> None:
     """Free space: drop archived models' stored files, then `dvc gc --workspace --all-tags`.

@@ -199,6 +199,26 @@ def _merge(index: dict[str, Any], document: dict[str, Any]) -> list[str]:
     return notes
 
 
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What :meth:`ModelRegistry.recover` brought back into the index."""
+
+    from_records: int
+    from_export: int
+    total: int
+    refused: list[str]
+    index: str
+
+    def summary(self) -> str:
+        restored = self.from_records + self.from_export
+        text = (
+            f"recovered {restored} entr{'y' if restored == 1 else 'ies'} into {self.index} "
+            f"({self.from_records} from the store's records, {self.from_export} from the export); "
+            f"it lists {self.total} models"
+        )
+        return text + (f"; {len(self.refused)} record(s) refused (see the warnings)" if self.refused else "")
+
+
 def experiment_tags() -> list[str]:
     """``experiment:<name>`` and ``baseline:<commit>`` when a DVC experiment runs the stage."""
     name, baseline = os.environ.get("DVC_EXP_NAME"), os.environ.get("DVC_EXP_BASELINE_REV")
@@ -230,7 +250,7 @@ class ModelRegistry:
         self.store = Store(locate_store(self.root))
         self.grading = grading if grading is not None else load_params_or_defaults(None).grading
         self.export_enabled = not in_experiment_workspace(self.root) if export is None else export
-        self._seed_from_export()
+        self.recovery = self._seed_from_export()
 
     # -- registering ----------------------------------------------------------------
 
@@ -732,10 +752,42 @@ class ModelRegistry:
             log.warning("registry import: %s", note)
         return notes
 
-    def _seed_from_export(self) -> None:
-        """A fresh clone (empty store) starts from the git-tracked export."""
-        if self.export_path.is_file() and not self.store.index_path.is_file():
-            self.import_export()
+    def recover(self) -> RecoveryReport:
+        """Rebuild the index from the store's records, then the git-tracked export.
+
+        Entries already in the index are kept; the rest come back with their ids,
+        checksums and metadata unchanged (an export entry that clashes with a recovered
+        one is renumbered as in :meth:`import_export`). Runs by itself when a registry
+        opens a store whose ``index.json`` is gone.
+        """
+        recorded, refused = self.store.read_records()
+        export = self._read_export(self.export_path) if self.export_path.is_file() else None
+        with self.store.locked() as index:
+            known = set(index["entries"])
+            deleted = index.setdefault("deleted", [])
+            deleted.extend(c for c in recorded["deleted"] if c not in deleted)
+            for model_type, versions in recorded["issued"].items():  # first, so their order is kept
+                issued = index["issued"].setdefault(model_type, [])
+                issued.extend(v for v in versions if v not in issued)
+            notes = _merge(index, {"models": list(recorded["entries"].values()), "issued": recorded["issued"]})
+            from_records = set(index["entries"]) - known
+            if export is not None:
+                notes += _merge(index, export)
+            from_export = set(index["entries"]) - known - from_records
+            total = len(index["entries"])
+        for line in [*notes, *refused]:
+            log.warning("registry recovery: %s", line)
+        return RecoveryReport(len(from_records), len(from_export), total, refused, str(self.store.index_path))
+
+    def _seed_from_export(self) -> RecoveryReport | None:
+        """A store without an index (a fresh clone, or a lost ``index.json``) is rebuilt from
+        its records and the git-tracked export."""
+        if self.store.index_path.is_file() or not (self.export_path.is_file() or self.store.records.is_dir()):
+            return None
+        report = self.recover()
+        if report.from_records:  # only records mean something was lost; a fresh clone is normal
+            log.warning("registry: %s", report.summary())
+        return report
 
     def _view_files(self, entry: dict[str, Any]) -> dict[Path, str | None]:
         """view path -> relative file in the model (None: the metadata JSON)."""

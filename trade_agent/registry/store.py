@@ -12,9 +12,15 @@ Layout::
     index.json            {"format", "entries": {model_id: entry}, "issued": {type: [versions]}}
     registry.lock         file lock serialising every read-modify-write
     objects/ab/abcdef...  file contents by sha256
+    records/entries/<model_id>.json   each entry again, written when it changes
+    records/issued.json               {"issued", "deleted"}: versions never to reuse
 
 ``index.json`` is replaced atomically under the lock, so readers always see a complete
-file and concurrent writers never lose each other's entries.
+file and concurrent writers never lose each other's entries. The records make the index
+rebuildable (:meth:`Store.read_records`): an entry is one small file written once per
+change, so losing or truncating ``index.json`` loses nothing - including the models that
+``dvc repro`` registered, which the git-tracked export does not list until
+``trade-agent models export`` runs.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from trade_agent.errors import IntegrityError, TradeAgentError
 from trade_agent.io import atomic_path, is_safe_name, is_safe_relative_path, sha256_file
 
 INDEX_FILE = "index.json"
+RECORDS_DIR = "records"
 FORMAT = 1
 log = logging.getLogger(__name__)
 STORE_DIR_NAME = "trade-agent-registry"
@@ -82,6 +89,8 @@ def check_entry(entry: object, where: str) -> dict[str, Any]:
         raise refuse("model_type", entry.get("model_type"), "a model type such as cnn_lstm")
     if not isinstance(entry.get("version"), str) or not _VERSION.fullmatch(entry["version"]):
         raise refuse("version", entry.get("version"), "MAJOR.MINOR.PATCH")
+    if not isinstance(entry.get("created_at"), str):
+        raise refuse("created_at", entry.get("created_at"), "an ISO timestamp")
     if not _is_hex(entry.get("checksum"), 64):
         raise refuse("checksum", entry.get("checksum"), "a sha256")
     files = entry.get("files")
@@ -193,6 +202,7 @@ class Store:
         self.root = root
         self.objects = root / "objects"
         self.index_path = root / INDEX_FILE
+        self.records = root / RECORDS_DIR
         root.mkdir(parents=True, exist_ok=True)
         ignore = root / ".gitignore"
         if not ignore.is_file():  # the store is never committed: registry.json is its export
@@ -214,7 +224,7 @@ class Store:
             before = json.dumps(index, sort_keys=True)
             yield index
             if json.dumps(index, sort_keys=True) != before:
-                self._write(index)
+                self._write(index, json.loads(before))
         finally:
             self._lock.release()
 
@@ -235,9 +245,59 @@ class Store:
             ) from None
         return check_index(index, str(self.index_path))
 
-    def _write(self, index: dict[str, Any]) -> None:
+    def _write(self, index: dict[str, Any], previous: dict[str, Any]) -> None:
         with atomic_path(self.index_path) as tmp:
             tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+        self._write_records(index, previous)
+
+    def _write_records(self, index: dict[str, Any], previous: dict[str, Any]) -> None:
+        """Bring ``records/`` in line with ``index``: changed or unrecorded entries are
+        (re)written, removed ones deleted (a store older than the records gets them all)."""
+        entries_dir = self.records / "entries"
+        entries_dir.mkdir(parents=True, exist_ok=True)
+        for model_id, entry in index["entries"].items():
+            record = entries_dir / f"{model_id}.json"
+            if previous["entries"].get(model_id) != entry or not record.is_file():
+                with atomic_path(record) as tmp:
+                    tmp.write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n")
+        for model_id in previous["entries"].keys() - index["entries"].keys():
+            (entries_dir / f"{model_id}.json").unlink(missing_ok=True)
+        versions = {"issued": index["issued"], "deleted": index.get("deleted", [])}
+        with atomic_path(self.records / "issued.json") as tmp:
+            tmp.write_text(json.dumps(versions, indent=1, sort_keys=True) + "\n")
+
+    def read_records(self) -> tuple[dict[str, Any], list[str]]:
+        """The index as the records describe it, and one line per record that was refused.
+
+        Records are untrusted like the index: each is checked by :func:`check_entry` and
+        must be named after its own id; a bad one is skipped and reported, not fatal.
+        """
+        entries: dict[str, Any] = {}
+        refused: list[str] = []
+        for path in sorted((self.records / "entries").glob("*.json")):
+            try:
+                entry = check_entry(json.loads(path.read_text()), str(path))
+                if path.stem != entry["model_id"]:
+                    raise RegistryCorruptError(f"{path}: holds entry {entry['model_id']!r}, not {path.stem!r}")
+            except (OSError, ValueError, RegistryCorruptError) as exc:
+                refused.append(str(exc))
+                continue
+            entries[entry["model_id"]] = entry
+        issued: dict[str, Any] = {}
+        deleted: list[str] = []
+        versions_file = self.records / "issued.json"
+        if versions_file.is_file():
+            try:
+                versions = json.loads(versions_file.read_text())
+                checked = check_index({"entries": {}, **versions}, str(versions_file))
+                issued, deleted = checked["issued"], list(checked.get("deleted", []))
+            except (OSError, ValueError, RegistryCorruptError) as exc:
+                refused.append(str(exc))
+        for entry in entries.values():  # an entry's own version is issued, whatever the file says
+            listed = issued.setdefault(entry["model_type"], [])
+            if entry["version"] not in listed:
+                listed.append(entry["version"])
+        return {"format": FORMAT, "entries": entries, "issued": issued, "deleted": deleted}, refused
 
     # -- objects --------------------------------------------------------------------
 
