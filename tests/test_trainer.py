@@ -4,6 +4,7 @@ exactly after SIGKILL, and degrades loudly when CUDA is missing."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from trade_agent.training.device import DeviceError, select_device
 from trade_agent.training.trainer import class_weights
 
 CLI = [sys.executable, "-m", "trade_agent.cli"]
+ROOT = Path(__file__).resolve().parents[1]
 LEARNING = {
     "features": {"sequence_length": 10},
     "labels": {"horizon": 1, "dead_zone": 0.0},
@@ -164,6 +166,39 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_weights(tmp_path: P
     meta = read_json(tmp_path / "killed" / "run" / "model" / "metadata.json")
     assert meta["training"]["resumed_from_epoch"] >= killed_at
     assert not checkpoint.exists()  # removed after success
+
+
+@pytest.mark.slow
+def test_the_default_cli_run_killed_after_epoch_2_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """The user's command on the repository's params.yaml; the resumed shell has another
+    OMP_NUM_THREADS, which changed LayerNorm's gradients before the checkpoint kept it."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    command = [*CLI, "train", "cnn-lstm-enhanced", "sample", "--epochs", "4", "--no-dvc"]
+    model = tmp_path / "models" / "runs" / "cnn_lstm" / "model" / "model.pt"
+
+    def train(threads: int, faults: str = "") -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TRADE_AGENT_FAULTS": faults}
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+
+    def registered() -> list[str]:
+        return [m["model_id"] for m in read_json(tmp_path / "models" / "registry.json")["models"]]
+
+    straight = train(2)
+    assert straight.returncode == 0, straight.stderr
+    uninterrupted = torch.load(model, weights_only=True)
+    before = registered()
+    killed = train(2, faults="kill_after_epoch=2")
+    assert killed.returncode == -signal.SIGKILL
+    assert "killing rank 0 after epoch 2" in killed.stderr and "epoch 3/4" not in killed.stdout + killed.stderr
+    resumed = train(1)
+    assert resumed.returncode == 0, resumed.stderr
+    log = resumed.stdout + resumed.stderr
+    assert "resuming from" in log and "after epoch 2" in log
+    weights = torch.load(model, weights_only=True)
+    assert weights.keys() == uninterrupted.keys()
+    assert all(torch.equal(weights[k], uninterrupted[k]) for k in uninterrupted)
+    assert "already registered" in log
+    assert registered() == before
 
 
 def test_cuda_fallback_is_loud_and_recorded(

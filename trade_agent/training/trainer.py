@@ -397,6 +397,10 @@ class CNNLSTMTrainer:
 
     def _rng_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"torch_rng": torch.get_rng_state(), "generator": self.generator.get_state()}
+        # CPU kernels (LayerNorm's backward among them) reduce in an order that depends on
+        # the intra-op thread count, so it is process state like the RNGs: with
+        # cnn_lstm.threads 0 it comes from OMP_NUM_THREADS, which a resumed shell may not share.
+        state["threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -404,6 +408,16 @@ class CNNLSTMTrainer:
     def _restore_rng(self, state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch_rng"].cpu())
         self.generator.set_state(state["generator"].cpu())
+        threads = state.get("threads")  # absent in checkpoints written before it was saved
+        if threads is not None and int(threads) != torch.get_num_threads():
+            log.warning(
+                "the checkpoint was trained with %d intra-op threads and this process has %d: "
+                "continuing with %d so the result equals an uninterrupted run",
+                int(threads),
+                torch.get_num_threads(),
+                int(threads),
+            )
+            torch.set_num_threads(int(threads))
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
