@@ -39,7 +39,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from trade_agent.errors import IntegrityError, TradeAgentError
-from trade_agent.io import atomic_path, is_safe_name, is_safe_relative_path, sha256_file
+from trade_agent.io import atomic_path, is_safe_name, is_safe_relative_path, path_inside, sha256_file
 
 INDEX_FILE = "index.json"
 RECORDS_DIR = "records"
@@ -225,6 +225,8 @@ class Store:
             yield index
             if json.dumps(index, sort_keys=True) != before:
                 self._write(index, json.loads(before))
+            elif index["entries"] and not self.records.is_dir():  # a store older than its records
+                self._write_records(index, {"entries": {}})
         finally:
             self._lock.release()
 
@@ -246,6 +248,7 @@ class Store:
         return check_index(index, str(self.index_path))
 
     def _write(self, index: dict[str, Any], previous: dict[str, Any]) -> None:
+        check_index(index, f"{self.index_path} (about to be written)")  # never store what reading refuses
         with atomic_path(self.index_path) as tmp:
             tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
         self._write_records(index, previous)
@@ -256,12 +259,12 @@ class Store:
         entries_dir = self.records / "entries"
         entries_dir.mkdir(parents=True, exist_ok=True)
         for model_id, entry in index["entries"].items():
-            record = entries_dir / f"{model_id}.json"
+            record = path_inside(entries_dir, f"{model_id}.json")
             if previous["entries"].get(model_id) != entry or not record.is_file():
                 with atomic_path(record) as tmp:
                     tmp.write_text(json.dumps(entry, indent=1, sort_keys=True) + "\n")
         for model_id in previous["entries"].keys() - index["entries"].keys():
-            (entries_dir / f"{model_id}.json").unlink(missing_ok=True)
+            path_inside(entries_dir, f"{model_id}.json").unlink(missing_ok=True)
         versions = {"issued": index["issued"], "deleted": index.get("deleted", [])}
         with atomic_path(self.records / "issued.json") as tmp:
             tmp.write_text(json.dumps(versions, indent=1, sort_keys=True) + "\n")
