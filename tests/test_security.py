@@ -24,7 +24,7 @@ import pytest
 from tests.test_registry import register
 from trade_agent.config import FeaturesConfig
 from trade_agent.errors import IntegrityError, PreprocessorError, UnsafePathError
-from trade_agent.io import atomic_path, path_inside, read_npz, sha256_file, write_json
+from trade_agent.io import atomic_dir, atomic_path, path_inside, read_npz, sha256_file, write_json
 from trade_agent.preprocessing.pipeline import PreprocessingPipeline
 from trade_agent.registry import ModelRegistry
 from trade_agent.registry.registry import _zip_content_hash
@@ -130,10 +130,14 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path: Path) -> None:
                 tmp.write_text("x")
             assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
         assert stat.S_IMODE((tmp_path / "atomic-22").stat().st_mode) == 0o644
-        os.chmod(atomic, 0o640)  # an existing file keeps its mode, as with open()
+        os.umask(0o022)
+        os.chmod(atomic, 0o600)  # left so by an earlier version: the next write mends it
         with atomic_path(atomic) as tmp:
             tmp.write_text("y")
-        assert stat.S_IMODE(atomic.stat().st_mode) == 0o640
+        assert stat.S_IMODE(atomic.stat().st_mode) == 0o644
+        with atomic_dir(tmp_path / "folder") as folder:
+            (folder / "f").write_text("z")
+        assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
     finally:
         os.umask(previous)
 

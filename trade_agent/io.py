@@ -63,14 +63,14 @@ def _current_umask() -> int:
     return mask
 
 
-def _plain_open_mode(target: Path, directory: bool = False) -> int:
-    """The mode ``open()``/``mkdir()`` would give ``target``: an existing file keeps its own,
-    a new one gets 0666/0777 less the umask (mkstemp/mkdtemp would leave 0600/0700, and a
-    store shared by several users of one machine would become unreadable to the others)."""
-    try:
-        return target.stat().st_mode & 0o7777
-    except OSError:
-        return (0o777 if directory else 0o666) & ~_current_umask()
+def _plain_open_mode(directory: bool = False) -> int:
+    """The mode ``open()``/``mkdir()`` gives a new file: 0666/0777 less the umask.
+
+    mkstemp/mkdtemp leave 0600/0700, so a store or outputs shared by the users of one
+    machine would become unreadable to all but one. Every atomic write makes a new file,
+    so files left at 0600 by earlier versions get the usual mode on their next write.
+    """
+    return (0o777 if directory else 0o666) & ~_current_umask()
 
 
 @contextlib.contextmanager
@@ -84,7 +84,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.exists():  # the caller may have replaced the file (e.g. a copy onto it)
-            os.chmod(tmp, _plain_open_mode(target))
+            os.chmod(tmp, _plain_open_mode())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -94,7 +94,7 @@ def new_temp_dir(parent: Path, prefix: str) -> Path:
     """A fresh hidden directory in ``parent`` with the mode ``mkdir()`` would give, to be
     renamed into place once complete."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(tmp, _plain_open_mode(parent / "-", directory=True))
+    os.chmod(tmp, _plain_open_mode(directory=True))
     return tmp
 
 
@@ -106,7 +106,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
-        os.chmod(tmp, _plain_open_mode(target, directory=True))
+        os.chmod(tmp, _plain_open_mode(directory=True))
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
