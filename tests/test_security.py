@@ -338,3 +338,25 @@ def test_no_code_path_unpickles_or_imports_names_it_reads() -> None:
             if func.attr == "import_module" and str(where) not in allowed_import:
                 offences.append(f"{where}:{call.lineno} imports a module by name")
     assert not offences, offences
+
+
+def test_attack_3_an_agent_entry_without_its_pickle_free_form_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_agent_checkpoints import PANELS, tiny_params
+    from trade_agent.agents.policy_io import load_sb3_model
+    from trade_agent.agents.train import train_agent
+
+    monkeypatch.chdir(tmp_path)
+    run = train_agent("ppo", tiny_params("ppo", total=64), PANELS, tmp_path / "agent")
+    forged = tmp_path / "forged.zip"
+    _forge_sb3_zip(run.agent_dir / "model.zip", forged, f"touch {tmp_path / 'marker'}")
+    (run.agent_dir / "policy.pt").unlink()  # only the zip is left to load from
+    (run.agent_dir / "policy.json").unlink()
+    forged.replace(run.agent_dir / "model.zip")
+    registry = ModelRegistry(tmp_path / "models", export=False)
+    model_id = registry.register_model("ppo", run.agent_dir, None, {}, run.metrics, {})
+    with pytest.raises(IntegrityError, match=r"not a registered PPO/SAC/TD3 agent with policy\.pt") as refused:
+        load_sb3_model(registry, model_id, tmp_path / "work")
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "marker").exists()
