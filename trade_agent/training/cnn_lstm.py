@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -249,8 +248,8 @@ class _LiveLog:
     def __init__(self, directory: Path) -> None:
         from dvclive import Live
 
-        if directory.exists():
-            shutil.rmtree(directory)  # a resumed run replays its history from the checkpoint
+        # Live clears only its own files (plots, metrics.json), which a resumed run replays
+        # from the checkpoint; removing the folder would delete DVC's tracked plots/.gitignore.
         self.live = Live(dir=str(directory), dvcyaml=False, save_dvc_exp=False)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
