@@ -83,13 +83,53 @@ def test_get_archive_delete_lineage_export_gc(populated, tmp_path: Path) -> None
 def test_interactive_selection(populated) -> None:
     registry, ids = populated
     shown: list[int] = []
+    told: list[str] = []
     answers = iter(["7", "2"])  # out of range, then a valid index
     chosen = choose_upstream(
-        registry, "cnn_lstm", ask=lambda _: next(answers), show=lambda m: shown.append(len(m)), interactive=True
+        registry,
+        "cnn_lstm",
+        ask=lambda _: next(answers),
+        show=lambda m: shown.append(len(m)),
+        interactive=True,
+        tell=told.append,
     )
     assert chosen == registry.list_models("cnn_lstm")[1].model_id and shown == [3]
+    assert told == ["'7' is not a choice; enter a model index (1-3), 'new' to train a new model, or 'quit'"]
     assert choose_upstream(registry, "cnn_lstm", ask=lambda _: "", show=lambda m: None, interactive=True) == NEW
     assert choose_upstream(registry, "cnn_lstm", interactive=False) == NEW  # no TTY: the pipeline's own stage
     assert choose_upstream(registry, "cnn_lstm", pinned="cnn_lstm@best") == ids[1]
     with pytest.raises(SelectionCancelled):
         choose_upstream(registry, "cnn_lstm", ask=lambda _: "quit", show=lambda m: None, interactive=True)
+
+
+def test_a_fresh_clone_tells_which_models_are_here(populated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clone with the committed registry.json and no objects: every entry is listed as
+    missing, none is offered, the view gets no empty files; reproducing one makes it here."""
+    _, ids = populated
+    clone = tmp_path / "clone"
+    (clone / "models").mkdir(parents=True)
+    (clone / "models" / "registry.json").write_bytes((tmp_path / "models" / "registry.json").read_bytes())
+    monkeypatch.chdir(clone)
+    listed = json.loads(runner.invoke(app, ["train", "list", "--json"]).output)
+    assert [m["model_id"] for m in listed] == [ids[3], ids[2], ids[1], ids[0]]
+    assert {m["availability"] for m in listed} == {"missing"}
+    table = runner.invoke(app, ["train", "list"])
+    assert table.exit_code == 0 and "missing" in table.output
+    assert "12 file(s) of 4 registered model(s) are not here" in " ".join(table.output.split())
+    info = runner.invoke(app, ["train", "info", ids[1]])
+    assert "files: missing (not in this clone and no DVC remote" in " ".join(info.output.split())
+    registry = ModelRegistry("models")
+    shown: list[int] = []
+    assert choose_upstream(registry, "cnn_lstm", show=lambda m: shown.append(len(m)), interactive=True) == NEW
+    assert shown == []  # nothing to offer
+    exported = runner.invoke(app, ["models", "export"])
+    assert exported.exit_code == 0, exported.output
+    view = [p for p in (clone / "models").rglob("*") if p.is_file() and ".store" not in p.parts]
+    assert view and all(p.stat().st_size > 0 for p in view)
+    assert not [p for p in view if p.suffix == ".pth"]  # weights that are not here are not written
+    # Reproducing a committed model (as `make run` does) registers nothing and makes it here.
+    again = registry.register_model(
+        "cnn_lstm", model_dir(tmp_path, bytes([1]) * 10), None, {"interface": {"f": 3}, "learning_rate": 0.002}, {}, {}
+    )
+    assert again == ids[1] and registry.availability(ids[1]) == "here"
+    assert registry.availability(ids[0]) == "missing"

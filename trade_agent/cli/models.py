@@ -10,9 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.tree import Tree
 
-from trade_agent.cli.tables import make_console, model_table
+from trade_agent.cli.tables import AVAILABILITY_STYLE, make_console, model_table
 from trade_agent.errors import IntegrityError, TradeAgentError
 from trade_agent.registry import ModelRegistry
+from trade_agent.registry.registry import absent_summary
 from trade_agent.registry.release import release as make_release
 from trade_agent.registry.store import dvc_cache_dir
 
@@ -21,6 +22,12 @@ console = make_console()
 
 RootOption = Annotated[Path, typer.Option("--registry", help="Registry root (models/registry.json lives here).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+AVAILABILITY_HINT = {
+    "remote": " (not in this clone; a restore pulls them from the DVC remote)",
+    "missing": " (not in this clone and no DVC remote: `make run` reproduces the committed models)",
+}
 
 
 def _registry(root: Path) -> ModelRegistry:
@@ -47,14 +54,21 @@ def list_models(
     """List registered models, newest version first."""
     registry = _registry(root)
     models = registry.list_models(model_type, grade, limit, include_archived=archived)
+    availability = {m.model_id: registry.availability(m.model_id) for m in models}
     if as_json:
-        typer.echo(json.dumps([m.__dict__ for m in models], indent=2, default=str))
+        rows = [m.__dict__ | {"availability": availability[m.model_id]} for m in models]
+        typer.echo(json.dumps(rows, indent=2, default=str))
         return
     if not models:
         console.print("no registered models match")
         return
     percentiles = {m.model_id: registry.percentile(m.model_id) for m in models} if relative else None
-    console.print(model_table(models, title=f"{len(models)} registered models", percentiles=percentiles))
+    table = model_table(models, f"{len(models)} registered models", percentiles, availability)
+    console.print(table)
+    absent = [m for m in models if availability[m.model_id] != "here"]
+    if absent:
+        files = sum(len(m.files) for m in absent)
+        console.print(f"[yellow]{absent_summary(files, len(absent))}[/]")
 
 
 def info(
@@ -67,10 +81,14 @@ def info(
     if as_json:
         typer.echo(json.dumps(details, indent=2, default=str))
         return
+    score = details["composite_score"]
     console.print(
         f"[bold]{details['model_id']}[/]  v{details['version']}  grade {details['performance_grade']} "
-        f"(score {details['composite_score']}, percentile {details['percentile']:.0f})"
+        f"(composite score {'n/a' if score is None else f'{score:.3f}'} of 1, "
+        f"rank {details['rank'][0]} of {details['rank'][1]} {details['model_type']} models)"
     )
+    where = details["availability"]
+    console.print(f"  files: [{AVAILABILITY_STYLE[where]}]{where}[/]" + AVAILABILITY_HINT.get(where, ""))
     for key in ("created_at", "git_commit", "checksum", "model_size_mb", "training_duration", "source", "notes"):
         console.print(f"  {key}: {details.get(key)}")
     console.print("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(details["metrics"].items())))

@@ -27,10 +27,17 @@ def key_metrics(model: ModelMetadata, limit: int = 3) -> str:
     return ", ".join(shown[:limit])
 
 
+AVAILABILITY_STYLE = {"here": "green", "remote": "yellow", "missing": "red"}
+
+
 def model_table(
-    models: list[ModelMetadata], title: str = "Models", percentiles: dict[str, float] | None = None
+    models: list[ModelMetadata],
+    title: str = "Models",
+    percentiles: dict[str, float] | None = None,
+    availability: dict[str, str] | None = None,
 ) -> Table:
-    """Index, id, version, grade, created, key metrics (the seed's listing)."""
+    """Index, id, version, grade, created, key metrics (the seed's listing), and where the
+    files are: here, fetchable from the DVC remote, or missing."""
     table = Table(title=title)
     table.add_column("Index", justify="right")
     table.add_column("Model ID", overflow="fold", min_width=20)  # ids are never cut off
@@ -38,6 +45,8 @@ def model_table(
         table.add_column(column)
     if percentiles is not None:
         table.add_column("Percentile", justify="right")
+    if availability is not None:
+        table.add_column("Files")
     for i, model in enumerate(models, 1):
         row = [
             str(i),
@@ -49,5 +58,8 @@ def model_table(
         ]
         if percentiles is not None:
             row.append(f"{percentiles[model.model_id]:.0f}")
+        if availability is not None:
+            where = availability[model.model_id]
+            row.append(f"[{AVAILABILITY_STYLE[where]}]{where}[/]")
         table.add_row(*row)
     return table

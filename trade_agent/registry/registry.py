@@ -44,6 +44,7 @@ from trade_agent.registry.store import (
     Store,
     check_entry,
     check_index,
+    default_dvc_remote,
     dvc_cache_dir,
     fetch_from_dvc_remote,
     locate_store,
@@ -53,6 +54,9 @@ from trade_agent.registry.versioning import Fingerprint, format_version, next_ve
 log = logging.getLogger(__name__)
 
 EXPORT_FILE = "registry.json"
+# Where a model's files are: all of them in the store or the DVC cache, else fetchable from
+# the configured DVC remote (a restore pulls them), else nowhere this clone can reach.
+HERE, REMOTE, MISSING = "here", "remote", "missing"
 # Files of a model directory that describe a run rather than the model: stored, but not
 # part of the content hash. SB3's model.zip pickles run state (start time, last
 # observation); an agent's identity is its pickle-free policy.pt + policy.json.
@@ -448,14 +452,24 @@ class ModelRegistry:
         entries.sort(key=lambda e: (e["model_type"], parse_version(e["version"])), reverse=True)
         return [ModelMetadata.from_entry(e) for e in entries[:limit]]
 
-    def percentile(self, model_id: str) -> float:
-        """Share of the type's models this one's composite score beats or ties (the seed's percentiles)."""
-        entry = resolve(model_id, self._entries(), self._rank)
+    def _scores(self, entry: dict[str, Any]) -> tuple[float, list[float]]:
         scores = [
             e.get("composite_score") or 0.0 for e in self._entries(False) if e["model_type"] == entry["model_type"]
         ]
-        own = entry.get("composite_score") or 0.0
-        return 100.0 * sum(s <= own for s in scores) / max(len(scores), 1)
+        return entry.get("composite_score") or 0.0, scores
+
+    def percentile(self, model_id: str) -> float:
+        """Mid-rank percentile of the composite score within the type (the seed's percentiles):
+        models it beats plus half of those it ties, itself included, so equal scores give 50
+        rather than claiming the top."""
+        own, scores = self._scores(resolve(model_id, self._entries(), self._rank))
+        below, ties = sum(s < own for s in scores), sum(s == own for s in scores)
+        return 100.0 * (below + 0.5 * ties) / max(len(scores), 1)
+
+    def rank(self, model_id: str) -> tuple[int, int]:
+        """``(rank, count)`` by composite score among the type's active models (1 = best; ties share a rank)."""
+        own, scores = self._scores(resolve(model_id, self._entries(), self._rank))
+        return 1 + sum(s > own for s in scores), len(scores)
 
     def get_model_dependencies(self, model_id: str) -> dict[str, Any]:
         """Lineage tree: ``{"model_id", "model_type", "dependencies": [subtrees]}``."""
@@ -492,9 +506,11 @@ class ModelRegistry:
         report = self._integrity(entry)
         return {
             **entry,
+            "availability": self._availability(entry),
             "lineage": self.get_model_dependencies(entry["model_id"]),
             "integrity": {"ok": bool(report), "problems": report.problems},
             "percentile": self.percentile(entry["model_id"]),
+            "rank": list(self.rank(entry["model_id"])),
         }
 
     # -- integrity and files --------------------------------------------------------
@@ -514,6 +530,17 @@ class ModelRegistry:
                     continue  # not in our store, but the DVC cache still has it
                 report.problems.append(str(exc))
         return report
+
+    def availability(self, model_id: str) -> str:
+        """``here``, ``remote`` or ``missing`` (existence only; integrity re-hashes)."""
+        return self._availability(resolve(model_id, self._entries(), self._rank))
+
+    def _availability(self, entry: dict[str, Any]) -> str:
+        for info in entry["files"].values():
+            cached = self._dvc_cache_object(info["md5"])
+            if not self.store.object_path(info["sha256"]).is_file() and not (cached and cached.is_file()):
+                return REMOTE if default_dvc_remote(self.root if self.root.exists() else self.root.parent) else MISSING
+        return HERE
 
     def validate_model_integrity(self, model_id: str) -> IntegrityReport:
         """Re-hash every stored file of the model against its recorded sha256."""
@@ -689,11 +716,14 @@ class ModelRegistry:
         return self.root / EXPORT_FILE
 
     def export(self) -> Path:
-        """Rewrite ``registry.json`` and the view from the store."""
+        """Rewrite ``registry.json`` and the view from the store (files that are not here
+        are left out of the view and summarised in one warning)."""
         with self.store.locked() as index:
             self._export(index)
-        for entry in index["entries"].values():
-            self._materialize(entry)
+        absent = {entry["model_id"]: self._materialize(entry) for entry in index["entries"].values()}
+        absent = {model: n for model, n in absent.items() if n}
+        if absent:
+            log.warning("view: %s", absent_summary(sum(absent.values()), len(absent)))
         return self.export_path
 
     def _export(self, index: dict[str, Any]) -> None:
@@ -808,30 +838,46 @@ class ModelRegistry:
                 view[self.root / "preprocessors" / name / rel.removeprefix("preprocessor/")] = rel
         return view
 
-    def _materialize(self, entry: dict[str, Any]) -> None:
+    def _materialize(self, entry: dict[str, Any]) -> int:
+        """Write the entry's view files; returns how many of its files are not here (those
+        are left out, never written empty)."""
         other = dict(entry, archived=not entry.get("archived"))
         for path in self._view_files(other):
             if "preprocessors" not in path.parts:
                 path.unlink(missing_ok=True)
+        absent = 0
         for path, rel in self._view_files(entry).items():
             path_inside(self.root, path.relative_to(self.root).as_posix())
+            source = None
+            if rel is not None:
+                try:
+                    source = self.store.verify_object(entry["files"][rel]["sha256"], f"{entry['model_id']}/{rel}")
+                except IntegrityError as exc:
+                    log.debug("view: %s", exc)
+                    absent += 1
+                    path.unlink(missing_ok=True)
+                    continue
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:
-                if rel is None:
+                if source is None:
                     tmp.write_text(json.dumps(entry, indent=2, sort_keys=True, default=str) + "\n")
                 else:
-                    try:
-                        source = self.store.verify_object(entry["files"][rel]["sha256"], f"{entry['model_id']}/{rel}")
-                    except IntegrityError as exc:
-                        log.warning("view: %s", exc)
-                        continue
                     shutil.copyfile(source, tmp)
+        return absent
 
     def _remove_view(self, entry: dict[str, Any]) -> None:
         for archived in (False, True):
             for path in self._view_files(dict(entry, archived=archived)):
                 if "preprocessors" not in path.parts:
                     path.unlink(missing_ok=True)
+
+
+def absent_summary(files: int, models: int) -> str:
+    """One line for files that are registered but not in this clone."""
+    return (
+        f"{files} file(s) of {models} registered model(s) are not here (`trade-agent train list` marks them); "
+        "`make run` reproduces the committed pipeline's models, `dvc pull` fetches pushed ones"
+    )
 
 
 def default_registry(params: Params | None = None, export: bool | None = None) -> ModelRegistry:

@@ -7,6 +7,7 @@ model's files; ``cnn_lstm#prod#N`` assigns a stage. ``gto show`` lists both and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -56,11 +57,20 @@ def _exports(repo: Path, commit: str, registry: ModelRegistry, checksum: str) ->
     return any(m.get("checksum") == checksum for m in document.get("models", []))
 
 
+def dir_md5(files: dict[str, dict[str, Any]]) -> str:
+    """The md5 DVC records in dvc.lock for a directory holding exactly ``files`` (its
+    ``.dir`` manifest: ``[{"md5", "relpath"}]`` sorted by path, as JSON), so a commit can be
+    matched without the manifest in a local cache (a fresh clone has none)."""
+    manifest = sorted(({"md5": info["md5"], "relpath": rel} for rel, info in files.items()), key=lambda d: d["relpath"])
+    return hashlib.md5(json.dumps(manifest, sort_keys=True).encode(), usedforsecurity=False).hexdigest() + ".dir"
+
+
 def find_commit(repo: Path, registry: ModelRegistry, entry: dict[str, Any]) -> str | None:
     """Newest commit whose ``dvc.lock`` output for the artifact has exactly the model's files
     and whose ``registry.json`` lists the model."""
     path = artifact_path(repo, entry["model_type"])
     wanted = {rel: info["md5"] for rel, info in entry["files"].items() if rel not in RUN_SPECIFIC}
+    exact = dir_md5(entry["files"])
     cache_dir = dvc_cache_dir(repo) or repo / ".dvc" / "cache"
     for commit in _git(repo, "log", "--format=%H", "--", "dvc.lock").split():
         try:
@@ -73,9 +83,10 @@ def find_commit(repo: Path, registry: ModelRegistry, entry: dict[str, Any]) -> s
                     continue
                 md5 = str(out.get("md5", ""))
                 files = _dir_manifest(cache_dir, md5) if md5.endswith(".dir") else {Path(path).name: md5}
-                if {k: v for k, v in files.items() if k not in RUN_SPECIFIC} == wanted and _exports(
-                    repo, commit, registry, entry["checksum"]
-                ):
+                # The exact directory hash needs no cache; the manifest also matches a folder whose
+                # run-specific files (metadata.json, model.zip) differ.
+                same = md5 == exact or {k: v for k, v in files.items() if k not in RUN_SPECIFIC} == wanted
+                if same and _exports(repo, commit, registry, entry["checksum"]):
                     return commit
     return None
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from trade_agent.errors import InputError
-from trade_agent.registry.registry import ModelMetadata, ModelRegistry
+from trade_agent.registry.registry import MISSING, ModelMetadata, ModelRegistry
 
 NEW = "new"
 
@@ -27,12 +27,14 @@ def choose_upstream(
     ask: Callable[[str], str] | None = None,
     show: Callable[[list[ModelMetadata]], None] | None = None,
     interactive: bool | None = None,
+    tell: Callable[[str], None] | None = None,
 ) -> str:
     """The upstream model id to use, or ``"new"``.
 
     Args:
         pinned: an id from the command line (``--cnn-lstm-model``): resolved and returned.
-        ask/show: prompt and table printer (default: ``input`` and a rich table).
+        ask/show/tell: prompt, table printer and feedback on a bad answer (default:
+            ``input``, a rich table, ``print``).
         interactive: override TTY detection (default: stdin is a TTY).
 
     Raises:
@@ -47,11 +49,13 @@ def choose_upstream(
                 f"(`trade-agent train list --type {model_type}`) or 'new'"
             )
         return model.model_id
-    models = registry.list_models(model_type)
+    # Models whose files this clone cannot reach are listed by `train list`, never offered.
+    models = [m for m in registry.list_models(model_type) if registry.availability(m.model_id) != MISSING]
     if len(models) < 2 or not (sys.stdin.isatty() if interactive is None else interactive):
         return NEW
     (show or _print_table)(models)
-    prompt = f"Enter model index (1-{len(models)}), 'new' to train a new model, or 'quit' [new]: "
+    choices = f"a model index (1-{len(models)}), 'new' to train a new model, or 'quit'"
+    prompt = f"Enter {choices} [new]: "
     answer_of = ask or input
     while True:
         answer = answer_of(prompt).strip().lower() or NEW
@@ -61,6 +65,7 @@ def choose_upstream(
             raise SelectionCancelled("cancelled at the model selection prompt")
         if answer.isdigit() and 1 <= int(answer) <= len(models):
             return models[int(answer) - 1].model_id
+        (tell or print)(f"'{answer}' is not a choice; enter {choices}")
 
 
 def _print_table(models: list[ModelMetadata]) -> None:

@@ -183,6 +183,26 @@ def fetch_from_dvc_remote(path: Path, md5s: list[str]) -> int:
     return len(result.transferred)
 
 
+@cache
+def _default_remote(start: str) -> str | None:
+    try:
+        from dvc.exceptions import NotDvcRepoError
+        from dvc.repo import Repo
+    except ImportError:
+        return None
+    try:
+        with Repo(start, uninitialized=False) as repo:
+            remote = repo.config.get("core", {}).get("remote")
+    except NotDvcRepoError:
+        return None
+    return str(remote) if remote else None
+
+
+def default_dvc_remote(path: Path) -> str | None:
+    """The default DVC remote of the repository containing ``path`` (None: no remote, or no repository)."""
+    return _default_remote(str(path.resolve()))
+
+
 def locate_store(registry_root: Path) -> Path:
     """The store directory for a registry rooted at ``registry_root`` (see module docstring)."""
     override = os.environ.get("TRADE_AGENT_REGISTRY_STORE")
