@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from trade_agent.agents.factory import build_agent
 from trade_agent.agents.policy_io import POLICY_FILE
-from trade_agent.agents.train import AgentRun, register_agent, simulator_config, train_agent
+from trade_agent.agents.train import AgentRun, register_agent, registered_settings, simulator_config, train_agent
 from trade_agent.config import Params
 from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
@@ -187,7 +187,7 @@ def register_hybrid(run: AgentRun, params: Params, cnn_lstm_dir: Path, agent_dir
         "algo": run.algo,
         "hybrid": asdict(params.hybrid),
         "algo_params": asdict(getattr(params.rl, run.algo)),
-        "common": asdict(params.rl.common),
+        **registered_settings(params),
         "seed": params.base.seed,
         "interface": {
             "observation_space": spec["observation_space"]["shape"],

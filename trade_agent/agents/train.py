@@ -38,6 +38,7 @@ from trade_agent.evaluation.bootstrap import sharpe_interval
 from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text, write_json
 from trade_agent.models.cnn_lstm import PROBABILITY_COLUMNS, threshold_weights
 from trade_agent.registry import ModelRegistry
+from trade_agent.threads import use_threads
 
 log = logging.getLogger(__name__)
 Builder = Callable[[VecEnv], tuple[BaseAlgorithm, list[BaseCallback]]]
@@ -127,6 +128,7 @@ def train_agent(
         evaluate_test: ``False`` leaves the test split untouched (hyperparameter search).
     """
     started = time.perf_counter()
+    use_threads(params.rl.common.threads)
     config, sim = params.rl, sim or simulator_config(params)
     algo_config = getattr(config, algo)
     discrete = config.common.discrete
@@ -216,6 +218,13 @@ def train_agent(
     return AgentRun(algo, agent_dir, metrics, duration, resumed_from)
 
 
+def registered_settings(params: Params) -> dict[str, Any]:
+    """``common`` and ``runtime`` of an agent's training_config: the thread count is how the
+    run was executed, not a hyperparameter, so it does not move the version."""
+    common = asdict(params.rl.common)
+    return {"common": {k: v for k, v in common.items() if k != "threads"}, "runtime": {"threads": common["threads"]}}
+
+
 def observation_spec(params: Params) -> ObservationSpec:
     common = params.rl.common
     return ObservationSpec(tuple(common.features), common.embedding, common.window)
@@ -253,7 +262,7 @@ def register_agent(run: AgentRun, params: Params, cnn_lstm_dir: Path, registry: 
     algo_params = asdict(getattr(params.rl, run.algo))
     training_config = {
         **{k: v for k, v in algo_params.items()},
-        "common": asdict(params.rl.common),
+        **registered_settings(params),
         "seed": params.base.seed,
         "interface": {
             "observation_space": spec["observation_space"]["shape"],

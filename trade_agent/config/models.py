@@ -30,7 +30,9 @@ class CnnLstmConfig:
             keeps its samples through gradient accumulation) and gives up below this.
         fallback_to_cpu: when CUDA was requested but fails to initialise, train on CPU with a
             warning (recorded in the model metadata); false makes it an error.
-        threads: torch intra-op threads on CPU (0: torch's default).
+        threads: torch intra-op threads on CPU (1: bit-reproducible whatever OMP_NUM_THREADS
+            says, and the fastest on a shared 2-core machine; 0: torch's default). See
+            :mod:`trade_agent.threads`.
     """
 
     conv_filters: list[int] = field(default_factory=lambda: [32, 64])
@@ -56,7 +58,7 @@ class CnnLstmConfig:
     regression_weight: float = 0.5
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     fallback_to_cpu: bool = True
-    threads: int = 2
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if len(self.conv_filters) != len(self.kernel_sizes) or not self.conv_filters:

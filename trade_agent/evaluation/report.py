@@ -23,6 +23,7 @@ from trade_agent.evaluation.bootstrap import sharpe_interval
 from trade_agent.evaluation.positions import SplitData, cnn_lstm_weights, policy_weights
 from trade_agent.io import atomic_path, read_json, write_json
 from trade_agent.models.ensemble import combine, directional_accuracy, diversity
+from trade_agent.threads import use_threads
 from trade_agent.type_aliases import FloatArray
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ def render_png(reports: list[ModelReport], params: Params, path: Path) -> None:
 
 
 def run_evaluate_stage(params: Params, inputs: EvaluationInputs | None = None) -> list[ModelReport]:
+    use_threads(params.rl.common.threads)
     inputs = inputs or EvaluationInputs()
     reports = evaluate_models(params, inputs)
     write_outputs(reports, params, Path("metrics/evaluate.json"), Path("plots/evaluate"), Path("reports"))

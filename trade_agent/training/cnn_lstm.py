@@ -23,6 +23,7 @@ from trade_agent.io import canonical_json, read_json, sha256_file, sha256_text, 
 from trade_agent.models.cnn_lstm import CNNLSTM, CNNLSTMSpec
 from trade_agent.models.store import save_cnn_lstm
 from trade_agent.registry import ModelRegistry
+from trade_agent.threads import use_threads
 from trade_agent.training.device import DeviceChoice, check_precision, select_device
 from trade_agent.training.process_group import Ranks
 from trade_agent.training.trainer import CHECKPOINT_FILE, CNNLSTMTrainer, Parallelism, TrainOutcome
@@ -52,8 +53,7 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     """Seed torch and numpy and make CPU kernels deterministic."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every torch.empty with NaN; correct code never reads
     # uninitialised memory, and DeepSpeed allocates 2 GB ZeRO buckets with torch.empty.

@@ -27,6 +27,7 @@ from trade_agent.evaluation.positions import SplitData, policy_weights
 from trade_agent.io import read_json, write_json
 from trade_agent.models.ensemble import combine, directional_accuracy, diversity, softmax_weights
 from trade_agent.registry import ModelRegistry
+from trade_agent.threads import use_threads
 from trade_agent.type_aliases import FloatArray
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def train_ensemble(
     registry: ModelRegistry | None = None,
 ) -> EnsembleRun:
     """The ``ensemble`` stage: pipeline member directories on the pipeline's val and test splits."""
+    use_threads(params.rl.common.threads)
     if len(member_dirs) < 2:
         raise InputError(f"an ensemble needs at least two members, got {len(member_dirs)}; train more agents first")
     common = params.rl.common
