@@ -5,12 +5,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
-export OMP_NUM_THREADS ?= 2
+# One BLAS/OpenMP thread per process: the stages pin torch to params (rl.common.threads,
+# cnn_lstm.threads); numpy follows this, and two test workers share the 2 cores.
+export OMP_NUM_THREADS ?= 1
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: install run test bench lint clean
 
-install: $(STAMP)  ## create .venv if needed and install (no-op when nothing changed)
+PLOTS_TEMPLATE := plots/offline/template.html
+
+install: $(STAMP) $(PLOTS_TEMPLATE)  ## create .venv if needed and install (no-op when nothing changed)
 
 # torch first and pinned: an unpinned resolve would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml constraints.txt
@@ -19,6 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -c constraints.txt -e ".[dev]"
 	@touch $@
 
+# `dvc plots show` offline: Vega, Vega-Lite, Vega-Embed from npm (pinned in plots/offline), inlined in the template.
+$(PLOTS_TEMPLATE): plots/offline/package.json plots/offline/package-lock.json plots/offline/build_template.py | $(STAMP)
+	$(PY) plots/offline/build_template.py
+
 run: install  ## run the default pipeline on the embedded real dataset
 	dvc repro
 	trade-agent models export
@@ -26,6 +34,8 @@ run: install  ## run the default pipeline on the embedded real dataset
 	cat reports/evaluation.md
 
 test: install  ## run the test suite
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		|| echo "could not install chromium: tests/test_offline_plots.py will skip"
 	pytest -n 2
 
 bench: install  ## benchmarks, as ratios against baselines measured in the same run
