@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.steps_for_tests import add_spread
-from trade_agent.config import FeaturesConfig
+from trade_agent.config import FeaturesConfig, SentimentConfig
 from trade_agent.errors import ConfigError, IntegrityError, PreprocessorError, PreprocessorNotFoundError, SchemaError
 from trade_agent.preprocessing.manager import MODEL_TYPES
 from trade_agent.training import PreprocessorManager
@@ -243,7 +243,54 @@ def test_errors_for_unknown_ids_types_and_unfitted(tmp_path: Path) -> None:
         manager.load_pipeline("nope")
     with pytest.raises(ConfigError, match="model type 'lstm' is unknown"):
         manager.create_standard_pipeline("lstm")
-    with pytest.raises(ConfigError, match="needs a sentiment source"):
-        manager.create_standard_pipeline("cnn_lstm", include_sentiment=True)
-    with pytest.raises(PreprocessorError, match="only fitted pipelines can be saved"):
-        manager.save_pipeline(manager.create_standard_pipeline("cnn_lstm"), "cnn_lstm", {})
+    with pytest.raises(ConfigError, match=r"sentiment\.enabled is true but no sentiment file is configured"):
+        manager.create_standard_pipeline("cnn_lstm", include_sentiment=True, sentiment=SentimentConfig(enabled=True))
+
+
+def test_an_unfitted_pipeline_is_saved_as_a_template(
+    tmp_path: Path, market: pd.DataFrame, tiny_features: FeaturesConfig
+) -> None:
+    manager = PreprocessorManager(tmp_path)
+    template = manager.create_standard_pipeline("cnn_lstm", features=tiny_features)
+    path = manager.save_pipeline(template, "cnn_lstm", {"note": "template"})
+    assert sorted(p.name for p in path.iterdir()) == ["pipeline.json", "state.npz"]
+    (listed,) = manager.list_preprocessors("cnn_lstm")
+    assert listed["fitted"] is False and listed["n_features"] is None
+    loaded = manager.load_pipeline(path.name)
+    assert not loaded.fitted and [s.name for s in loaded.steps] == [s.name for s in template.steps]
+    with pytest.raises(PreprocessorError, match="pipeline is not fitted; call fit_transform"):
+        loaded.transform(market)
+    fitted_out = loaded.fit_transform(market, fit_until=market["timestamp"].iloc[250])
+    expected, _ = _fitted(manager, market, tiny_features)
+    assert loaded.feature_names == expected.feature_names
+    pd.testing.assert_frame_equal(fitted_out, expected.transform(market))
+    fitted = manager.save_pipeline(loaded, "cnn_lstm", {})
+    assert fitted != path and manager.list_preprocessors("cnn_lstm")[-1]["fitted"] is True
+
+
+def test_a_script_local_step_is_refused_with_the_way_to_save_it(tmp_path: Path) -> None:
+    script = (
+        "from trade_agent.training import PreprocessorManager\n"
+        "def normalize_features(df):\n"
+        "    return df\n"
+        "manager = PreprocessorManager('pre')\n"
+        "pipeline = manager.create_pipeline('cnn_lstm').add_step('normalize', normalize_features)\n"
+        "manager.save_pipeline(pipeline, 'cnn_lstm', {})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("trade_agent.errors.PreprocessorError: step 'normalize' uses __main__:normalize_features")
+    assert "my_steps.py" in message and "preprocessing.step_modules in params.yaml" in message
+    assert "PreprocessorManager(step_modules=['my_steps'])" in message
+    assert not (tmp_path / "pre").exists()
+
+
+def test_step_modules_default_to_params_yaml(tmp_path: Path, market: pd.DataFrame) -> None:
+    (tmp_path / "params.yaml").write_text("preprocessing:\n  step_modules: [tests.steps_for_tests]\n")
+    manager = PreprocessorManager(tmp_path / "pre")  # cwd is tmp_path
+    assert manager.step_modules == ("tests.steps_for_tests",)
+    pipeline = manager.create_pipeline("cnn_lstm").add_step("spread", add_spread)
+    pipeline.fit_transform(market)
+    assert manager.load_pipeline(manager.save_pipeline(pipeline, "cnn_lstm", {}).name).steps[0].func is add_spread
+    assert PreprocessorManager(tmp_path / "pre", step_modules=[]).step_modules == ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from trade_agent.config import SentimentConfig, params_from_dict
 from trade_agent.errors import ConfigError
 from trade_agent.features.sentiment import join_sentiment, load_sentiment, score_headline
 from trade_agent.preprocessing import PreprocessorManager
+from trade_agent.preprocessing.steps import skip_sentiment
 
 
 def _bars(n: int = 6) -> pd.DataFrame:
@@ -57,3 +59,25 @@ def test_sentiment_in_the_standard_pipeline(tmp_path: Path, market: pd.DataFrame
     assert {"sentiment_last", "sentiment_mean_3"} <= set(pipeline.feature_names)
     syn1 = out[out["symbol"] == "SYN1"]
     assert syn1["sentiment_last"].nunique() == 1  # no scores for SYN1: one constant (scaled neutral) value
+
+
+def test_sentiment_without_a_source_is_a_logged_no_op(
+    tmp_path: Path, market: pd.DataFrame, tiny_features, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The seed guide's call (include_sentiment=True, nothing configured) works: the step adds nothing."""
+    manager = PreprocessorManager(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="trade_agent.preprocessing.manager"):
+        pipeline = manager.create_standard_pipeline("cnn_lstm", include_sentiment=True, features=tiny_features)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "\n" not in warning and "sentiment.source ('scores' or 'headlines') and sentiment.path" in warning
+    step = next(s for s in pipeline.steps if s.name == "sentiment")
+    assert step.func is skip_sentiment and step.kwargs == {}
+    without = manager.create_standard_pipeline("cnn_lstm", features=tiny_features)
+    pd.testing.assert_frame_equal(pipeline.fit_transform(market), without.fit_transform(market))
+    assert not [c for c in pipeline.feature_names if c.startswith("sentiment")]
+    saved = manager.load_pipeline(manager.save_pipeline(pipeline, "cnn_lstm", {}).name)
+    assert next(s for s in saved.steps if s.name == "sentiment").func is skip_sentiment
+    pd.testing.assert_frame_equal(saved.transform(market), pipeline.transform(market))
+    # Asked for explicitly (params.yaml sentiment.enabled: true) without a file: still an error.
+    with pytest.raises(ConfigError, match=r"sentiment\.enabled is true but no sentiment file is configured"):
+        manager.create_standard_pipeline("cnn_lstm", include_sentiment=True, sentiment=SentimentConfig(enabled=True))

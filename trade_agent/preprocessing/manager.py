@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from trade_agent.config import FeaturesConfig, SentimentConfig
+from trade_agent.config import FeaturesConfig, SentimentConfig, load_params_or_defaults
 from trade_agent.errors import ConfigError, IntegrityError, PreprocessorError, PreprocessorNotFoundError
 from trade_agent.integrity import IntegrityReport
 from trade_agent.io import new_temp_dir, read_json, read_npz, sha256_file, write_json, write_npz
@@ -45,15 +45,23 @@ class PreprocessorManager:
     Args:
         preprocessor_root: directory holding one sub-directory per saved pipeline.
         step_modules: modules besides ``trade_agent.preprocessing.steps`` whose steps a
-            saved pipeline may name (``preprocessing.step_modules`` in params.yaml). A
-            pipeline naming any other module is refused before anything is imported.
+            saved pipeline may name (default: ``preprocessing.step_modules`` of ./params.yaml
+            if present, read when first needed). A pipeline naming any other module is
+            refused before anything is imported.
     """
 
     def __init__(
-        self, preprocessor_root: str | Path = "models/preprocessors", step_modules: Sequence[str] = ()
+        self, preprocessor_root: str | Path = "models/preprocessors", step_modules: Sequence[str] | None = None
     ) -> None:
         self.root = Path(preprocessor_root)
-        self.step_modules = tuple(step_modules)
+        self._step_modules = None if step_modules is None else tuple(step_modules)
+
+    @property
+    def step_modules(self) -> tuple[str, ...]:
+        """The trusted step modules besides the standard one (see the class docstring)."""
+        if self._step_modules is None:
+            self._step_modules = tuple(load_params_or_defaults(None).preprocessing.step_modules)
+        return self._step_modules
 
     # -- building -------------------------------------------------------------------
 
@@ -85,9 +93,14 @@ class PreprocessorManager:
         validation of both; ensemble: the RL template for ensemble-level inputs, while the
         members' own pipelines are coordinated by :meth:`create_ensemble_preprocessing`.
 
+        Sentiment (``include_sentiment``) joins the scores of ``sentiment`` (a
+        :class:`SentimentConfig` with ``source`` 'scores' or 'headlines' and ``path``).
+        Without a configured source the step is :func:`steps.skip_sentiment`, a no-op that
+        adds no columns, and a warning says which settings would give real sentiment.
+
         Raises:
-            ConfigError: unknown model type/scaling method, or sentiment requested without
-                a configured source.
+            ConfigError: unknown model type/scaling method, or ``sentiment.enabled`` is true
+                but no sentiment source is configured.
         """
         self._check_model_type(model_type)
         if scaling_method not in ("robust", "standard", "minmax"):
@@ -102,12 +115,20 @@ class PreprocessorManager:
         pipeline.add_step("indicators", steps.add_indicators, **asdict(features))
         if include_sentiment:
             sentiment = sentiment or SentimentConfig()
-            if sentiment.source == "none" or not sentiment.path:
+            if sentiment.source != "none" and sentiment.path:
+                pipeline.add_step("sentiment", steps.add_sentiment, **{**asdict(sentiment), "enabled": True})
+            elif sentiment.enabled:  # asked for explicitly (params.yaml): never silently without
                 raise ConfigError(
-                    "include_sentiment needs a sentiment source: set sentiment.source "
-                    "('scores' or 'headlines') and sentiment.path"
+                    "sentiment.enabled is true but no sentiment file is configured; set sentiment.source "
+                    "('scores' or 'headlines') and sentiment.path, or disable it"
                 )
-            pipeline.add_step("sentiment", steps.add_sentiment, **{**asdict(sentiment), "enabled": True})
+            else:
+                log.warning(
+                    "include_sentiment: no sentiment source is configured, so the sentiment step adds nothing; "
+                    "for real sentiment features set sentiment.source ('scores' or 'headlines') and sentiment.path "
+                    "(API: sentiment=SentimentConfig(source=..., path=...))"
+                )
+                pipeline.add_step("sentiment", steps.skip_sentiment)
         rl_like = model_type in (*RL_TYPES, "ensemble")
         if rl_like:
             pipeline.add_step("reward_shaping", steps.add_reward_shaping_features)
@@ -137,14 +158,17 @@ class PreprocessorManager:
     def save_pipeline(
         self, pipeline: PreprocessingPipeline, model_type: str, training_data_info: dict[str, Any] | None = None
     ) -> Path:
-        """Save a fitted pipeline; returns its directory (the id is the directory name).
+        """Save a pipeline; returns its directory (the id is the directory name).
+
+        A fitted pipeline is saved with its learned arrays and columns, ready for
+        inference. An unfitted one is saved as a template (``"fitted": false``, no learned
+        state): :meth:`load_pipeline` gives it back unfitted, to ``fit_transform`` first.
 
         Raises:
-            PreprocessorError: not fitted, or a step cannot be saved (lambda/closure).
+            PreprocessorError: a step cannot be saved (lambda, closure, ``__main__``
+                function) or its module is not in the allow-list (``step_modules``).
         """
         self._check_model_type(model_type)
-        if not pipeline.fitted:
-            raise PreprocessorError("only fitted pipelines can be saved; call fit_transform first")
         if pipeline.model_type != model_type:
             raise PreprocessorError(
                 f"pipeline was built for '{pipeline.model_type}' but is saved as '{model_type}'; pass the same type"
@@ -228,7 +252,8 @@ class PreprocessorManager:
                 found.append(
                     {k: meta[k] for k in ("id", "version", "model_type", "content_hash", "schema_hash")}
                     | {
-                        "n_features": len(meta["spec"]["output_columns"]) - 2,
+                        "fitted": bool(meta["spec"]["fitted"]),
+                        "n_features": len(meta["spec"]["output_columns"]) - 2 if meta["spec"]["fitted"] else None,
                         "sequence_length": meta["spec"]["sequence_length"],
                     }
                 )

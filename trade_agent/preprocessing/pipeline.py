@@ -82,7 +82,7 @@ def check_step_allowed(reference: str, step_modules: Sequence[str] = (), step: s
     if module_name not in allowed_step_modules(step_modules):
         raise PreprocessorError(
             f"{label}: module '{module_name}' is not allowed to provide steps; if you trust it, add it to "
-            f"{STEP_MODULES_SETTING} in params.yaml (API: step_modules=['{module_name}'])"
+            f"{STEP_MODULES_SETTING} in params.yaml (API: PreprocessorManager(step_modules=['{module_name}']))"
         )
     if not _STEP_NAME.fullmatch(name):
         raise PreprocessorError(
@@ -285,9 +285,12 @@ class PreprocessingPipeline:
         for step in self.steps:
             ref = step_reference(step.func) if hasattr(step.func, "__qualname__") else repr(step.func)
             if "<lambda>" in ref or "<locals>" in ref or getattr(step.func, "__module__", "") == "__main__":
+                kind = "a function of the script being run (__main__)" if "<" not in ref else "a lambda or closure"
                 raise PreprocessorError(
-                    f"step '{step.name}' uses {ref}, which cannot be saved: a lambda, closure or "
-                    "__main__ function has no importable name; define it at the top level of a module"
+                    f"step '{step.name}' uses {ref}, which cannot be saved: {kind} has no importable name; "
+                    f"to save it, define it at the top level of a module (e.g. my_steps.py, then "
+                    f"`from my_steps import ...`) and add that module to {STEP_MODULES_SETTING} in params.yaml "
+                    "(API: PreprocessorManager(step_modules=['my_steps']))"
                 )
             try:
                 # Our own in-memory object, so any module may be imported here; loading

@@ -1,7 +1,8 @@
 """The steps the standard pipelines are built from (importable, so they can be saved).
 
 Order in the standard templates: validate input -> fill missing -> indicators ->
-sentiment -> [reward-shaping features] -> scale (fitted) -> [state normalisation
+sentiment (``add_sentiment``, or the no-op ``skip_sentiment`` without a source) ->
+[reward-shaping features] -> scale (fitted) -> [state normalisation
 (fitted)] -> final validation (drops raw OHLCV and warm-up rows, checks finiteness).
 """
 
@@ -68,6 +69,17 @@ def add_sentiment(df: pd.DataFrame, **sentiment: Any) -> pd.DataFrame:
     """Join lagged sentiment scores (``sentiment`` = SentimentConfig fields)."""
     config = SentimentConfig(**sentiment)
     return join_sentiment(df, load_sentiment(config), config)
+
+
+def skip_sentiment(df: pd.DataFrame) -> pd.DataFrame:
+    """The template's sentiment step when no sentiment source is configured: a no-op.
+
+    Returns ``df`` unchanged - no columns are added, no neutral or made-up scores.
+    :meth:`~trade_agent.preprocessing.manager.PreprocessorManager.create_standard_pipeline`
+    puts it in place of :func:`add_sentiment` (with a warning) when ``include_sentiment``
+    is asked for but ``sentiment.source``/``sentiment.path`` are not set.
+    """
+    return df
 
 
 def add_reward_shaping_features(df: pd.DataFrame, vol_window: int = 20, drawdown_window: int = 60) -> pd.DataFrame:
