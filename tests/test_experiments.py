@@ -36,6 +36,8 @@ def test_cli_run_is_a_dvc_experiment_and_an_unchanged_request_is_served_from_cac
     assert first.returncode == 0, first.stdout + first.stderr
     result = json.loads(first.stdout[first.stdout.index("{") :])
     assert not result["cached"] and result["model_id"].startswith("cnn_lstm_v1.1.0")
+    # The stage's own lines are relayed while the experiment runs (not minutes of silence).
+    assert "epoch 3/3 train/loss" in first.stderr and "cnn_lstm: 100% (" in first.stderr
     assert (dvc_repo / "params.yaml").read_bytes() == params_before  # the workspace is untouched
     entry = next(m for m in models(dvc_repo, "cnn_lstm") if m["model_id"] == result["model_id"])
     assert f"experiment:{result['experiment']}" in entry["tags"]

@@ -61,3 +61,9 @@ class TrainingError(TradeAgentError):
 
 class UnsafePathError(IntegrityError):
     """A name read from a store, an index, an export or a JSON file would leave its folder."""
+
+
+class TrainingInterrupted(TradeAgentError):
+    """The user pressed Ctrl-C; the message says where and what resumes (exit code 130, as a shell would)."""
+
+    exit_code = 130

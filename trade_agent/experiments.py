@@ -148,14 +148,29 @@ def run_experiment(root: Path, request: ExperimentRequest) -> ExperimentResult:
     # Stage commands say `python ...`: make it this interpreter, which has trade_agent installed.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env)
-    output = done.stdout + done.stderr
+    returncode, output = _stream(command, root, env)
     log.debug("dvc exp run output:\n%s", output)
-    if done.returncode != 0:
-        raise ExperimentFailed(_stage_error(output) or f"dvc exp run failed (exit {done.returncode}); see logs")
+    if returncode != 0:
+        raise ExperimentFailed(_stage_error(output) or f"dvc exp run failed (exit {returncode}); see logs")
     cached = f"Running stage '{request.stage}'" not in output
     model_id = model_of_experiment(root, name, request)
     return ExperimentResult(name, model_id, cached, output)
+
+
+def _stream(command: list[str], root: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run ``dvc exp run``, relaying the stage's own log lines (epochs, progress) as they
+    come instead of after minutes of silence; returns the exit code and the whole output."""
+    lines: list[str] = []
+    with subprocess.Popen(
+        command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            level, _, message = line.rstrip().partition(" ")
+            if level in ("INFO", "WARNING") and message:  # the stage's plain log format
+                log.log(logging.getLevelName(level), "%s", TEMP_WORKSPACE.sub("", message))
+    return process.returncode, "".join(lines)
 
 
 def _stage_error(output: str) -> str | None:

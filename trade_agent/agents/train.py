@@ -34,9 +34,11 @@ from trade_agent.envs.observation import Observation, ObservationSpec
 from trade_agent.envs.panel import build_panel
 from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
 from trade_agent.envs.trading_env import VecPortfolioEnv
+from trade_agent.errors import TrainingInterrupted
 from trade_agent.evaluation.bootstrap import sharpe_interval
 from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text, write_json
 from trade_agent.models.cnn_lstm import PROBABILITY_COLUMNS, threshold_weights
+from trade_agent.progress import Progress
 from trade_agent.registry import ModelRegistry
 from trade_agent.threads import use_threads
 
@@ -166,8 +168,20 @@ def train_agent(
             resumed_from = load_checkpoint(model, selector, checkpoint_dir)
             log.info("%s: resuming from %s at step %d", algo, checkpoint_dir, resumed_from)
         callbacks.append(CheckpointCallback(checkpoint_dir, config.common.checkpoint_freq, selector))
-    remaining = max((total_timesteps or algo_config.total_timesteps) - resumed_from, 0)
-    model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=resumed_from == 0, tb_log_name=algo)
+    total = total_timesteps or algo_config.total_timesteps
+    remaining = max(total - resumed_from, 0)
+    with Progress(algo, total, "steps", done=resumed_from) as progress:
+        callbacks.append(ProgressCallback(progress))
+        try:
+            model.learn(
+                total_timesteps=remaining, callback=callbacks, reset_num_timesteps=resumed_from == 0, tb_log_name=algo
+            )
+        except KeyboardInterrupt:
+            saved = has_checkpoint(checkpoint_dir)
+            resumes = (
+                f"the checkpoint in {checkpoint_dir} resumes on the next run" if saved else "the next run starts over"
+            )
+            raise TrainingInterrupted(f"{algo}: interrupted at step {model.num_timesteps}/{total}; {resumes}") from None
     if selector.best_state is not None:
         model.policy.load_state_dict(selector.best_state)
 
@@ -216,6 +230,18 @@ def train_agent(
         duration,
     )
     return AgentRun(algo, agent_dir, metrics, duration, resumed_from)
+
+
+class ProgressCallback(BaseCallback):
+    """Timesteps into a :class:`Progress` (bar on a terminal, periodic lines otherwise)."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def _on_step(self) -> bool:
+        self.progress.update(self.model.num_timesteps)
+        return True
 
 
 def registered_settings(params: Params) -> dict[str, Any]:

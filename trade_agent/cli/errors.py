@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from trade_agent.errors import TradeAgentError
+from trade_agent.errors import TradeAgentError, TrainingInterrupted
 
 _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -90,3 +90,5 @@ def run_guarded(main: Callable[[], object]) -> None:
         main()
     except Exception as error:
         exit_with(error)
+    except KeyboardInterrupt:
+        exit_with(TrainingInterrupted("interrupted"))

@@ -16,6 +16,7 @@ from trade_agent.cli.errors import exit_with, is_cli_control_flow
 from trade_agent.cli.exp import exp_app
 from trade_agent.cli.models import models_app, release
 from trade_agent.cli.train import train_app
+from trade_agent.errors import TrainingInterrupted
 
 
 class _GuardedGroup(TyperGroup):
@@ -28,6 +29,8 @@ class _GuardedGroup(TyperGroup):
             if is_cli_control_flow(error):
                 raise
             exit_with(error)
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop (those say what resumes)
+            exit_with(TrainingInterrupted("interrupted"))
 
 
 app = typer.Typer(

@@ -26,6 +26,7 @@ from trade_agent.evaluation.bootstrap import sharpe_interval
 from trade_agent.evaluation.positions import SplitData, policy_weights
 from trade_agent.io import read_json, write_json
 from trade_agent.models.ensemble import combine, directional_accuracy, diversity, softmax_weights
+from trade_agent.progress import Progress
 from trade_agent.registry import ModelRegistry
 from trade_agent.threads import use_threads
 from trade_agent.type_aliases import FloatArray
@@ -62,7 +63,12 @@ class MemberRuns:
 def run_members(directories: list[Path], data: SplitData, common: RLCommonConfig) -> MemberRuns:
     """Each member directory run stand-alone over ``data``."""
     open_, close, _, _ = data.prices()
-    weights = np.stack([policy_weights(d, data, common) for d in directories])
+    members = []
+    with Progress(f"ensemble members ({data.split})", len(directories), "members", interval=0.0) as progress:
+        for i, directory in enumerate(directories, 1):
+            members.append(policy_weights(directory, data, common))
+            progress.update(i, directory.name)
+    weights = np.stack(members)
     return MemberRuns(weights, [_backtest(w, open_, close, common) for w in weights], open_, close)
 
 

@@ -17,11 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,10 +30,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from trade_agent.config import CnnLstmConfig
-from trade_agent.errors import ConfigError, TrainingError
+from trade_agent.errors import ConfigError, TrainingError, TrainingInterrupted
 from trade_agent.evaluation.metrics import prediction_metrics
 from trade_agent.io import atomic_path, read_json, write_json
 from trade_agent.models.cnn_lstm import CNNLSTM
+from trade_agent.progress import Progress
 from trade_agent.training import faults
 from trade_agent.training.engines import DDPEngine, DeepSpeedEngine, Engine, LocalEngine
 from trade_agent.training.memory import BatchPlan, is_out_of_memory, probe_micro_batch, release_memory
@@ -331,13 +330,19 @@ class CNNLSTMTrainer:
             release_memory()
             return None, RuntimeError(str(exc))  # not the original: its traceback pins the activations
 
-    def _train_epoch(self) -> float:
+    def _batches_per_epoch(self) -> int:
+        return math.ceil(len(self.data.ends["train"]) / self.plan.global_batch)
+
+    def _train_epoch(self, progress: Progress | None = None, epoch: int = 0) -> float:
         self.engine.train()
         ends = self.data.ends["train"]
         order = ends[torch.randperm(len(ends), generator=self.generator)]
         total = 0.0
-        for batch in order.split(self.plan.global_batch):
+        per_epoch = self._batches_per_epoch()
+        for i, batch in enumerate(order.split(self.plan.global_batch), 1):
             total += self._step(batch) * len(batch)
+            if progress is not None:
+                progress.update((epoch - 1) * per_epoch + i, f"epoch {epoch}/{self.config.epochs}")
         return float(self.ranks.sum(torch.tensor([total]))[0]) / max(len(ends), 1)
 
     @torch.no_grad()
@@ -505,14 +510,39 @@ class CNNLSTMTrainer:
                 for entry in state["history"]:
                     self.on_epoch(int(entry["epoch"]), entry)
         start = int(state["epoch"])
+        per_epoch = self._batches_per_epoch()
+        progress = (
+            Progress("cnn_lstm", self.config.epochs * per_epoch, "batches", done=start * per_epoch)
+            if self.ranks.is_main
+            else None
+        )
+        try:
+            with progress or contextlib.nullcontext():
+                outcome = self._epochs(state, start, progress)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._interrupted_message(int(state["epoch"]) + 1)) from None
+        return outcome
+
+    def _interrupted_message(self, epoch: int) -> str:
+        where = self.checkpoint_dir if self.sharded_checkpoints else self.checkpoint_path
+        done = epoch - 1
+        if where is not None and done >= 1:
+            resumes = f"the checkpoint in {where} (after epoch {done}) resumes on the next run"
+        elif where is not None:
+            resumes = "no epoch had finished, so the next run starts over"
+        else:
+            resumes = "this run keeps no checkpoints, so the next run starts over"
+        return f"interrupted at epoch {epoch}/{self.config.epochs}; {resumes}"
+
+    def _epochs(self, state: dict[str, Any], start: int, progress: Progress | None) -> TrainOutcome:
         train_seconds = 0.0
         stopped_early = state["bad_epochs"] >= self.config.patience
-        for epoch in _progress(range(start + 1, self.config.epochs + 1), total=self.config.epochs, done=start):
+        for epoch in range(start + 1, self.config.epochs + 1):
             if stopped_early:
                 break
             lr = self.engine.learning_rate  # the rate this epoch starts with
             started = time.perf_counter()
-            train_loss = self._train_epoch()
+            train_loss = self._train_epoch(progress, epoch)
             train_seconds += time.perf_counter() - started
             logged = {"train/loss": train_loss, "train/lr": lr}
             logged |= self.evaluate("val")
@@ -592,17 +622,3 @@ def _lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
-
-
-def _progress(epochs: range, total: int, done: int) -> Iterator[int]:
-    """A rich progress bar on a TTY; plain iteration in CI and pipes."""
-    if not sys.stderr.isatty() or os.environ.get("CI"):
-        yield from epochs
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task("training", total=total, completed=done)
-        for epoch in epochs:
-            yield epoch
-            progress.advance(task)

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from trade_agent.config import DataConfig, Params, load_params_or_defaults, params_from_dict, to_plain
 from trade_agent.errors import ConfigError, InputError
+from trade_agent.log import setup_logging
 from trade_agent.models.store import PREPROCESSOR_DIR
+from trade_agent.progress import ProgressCallback, reporting_to
 
 if TYPE_CHECKING:
     from trade_agent.registry import ModelRegistry
@@ -126,6 +128,9 @@ class TrainingConfig:
         resume_from: checkpoint directory to resume (default: the automatic one for the
             same inputs under ``models/temp``).
         base_model_path: a model directory whose weights initialise this run (fine-tuning).
+        progress: called with a :class:`trade_agent.progress.ProgressEvent` on every
+            update (CNN-LSTM batches, RL timesteps, Optuna trials); runs in this process only
+            (a ``distributed`` run's ranks log their own lines).
         **extra: further params, e.g. ``sequence_length=20``, ``precision="bf16"``,
             ``params_file="params.yaml"`` (or ``params=Params(...)``), ``resume=False``;
             for agents ``cnn_lstm_model=ID`` (default ``"new"``: train one on the same
@@ -146,6 +151,7 @@ class TrainingConfig:
     n_trials: int
     resume_from: str | None
     base_model_path: str | None
+    progress: ProgressCallback | None
     extra: dict[str, Any]
 
     def __init__(
@@ -162,12 +168,13 @@ class TrainingConfig:
         n_trials: int = 50,
         resume_from: str | None = None,
         base_model_path: str | None = None,
+        progress: ProgressCallback | None = None,
         **extra: Any,
     ) -> None:
         self.model_type, self.data_path, self.output_dir = model_type, str(data_path), str(output_dir)
         self.epochs, self.batch_size, self.learning_rate, self.device = epochs, batch_size, learning_rate, device
         self.distributed, self.optimize_hyperparams, self.n_trials = distributed, optimize_hyperparams, n_trials
-        self.resume_from, self.base_model_path = resume_from, base_model_path
+        self.resume_from, self.base_model_path, self.progress = resume_from, base_model_path, progress
         self.extra = dict(extra)
 
 
@@ -257,10 +264,11 @@ class UnifiedTrainingManager:
         training_id = f"{config.model_type}_{datetime.now(UTC):%Y%m%dT%H%M%S}_{uuid.uuid4().hex[:6]}"
         self._set(training_id, status="queued", model_type=config.model_type, started_at=time.time())
         started = time.perf_counter()
+        setup_logging()  # API users see progress and get logs/training.log, as CLI users do
         try:
             # torch's RNG and thread count are process-wide: one training at a time keeps
             # every run deterministic (parallel runs belong in separate processes).
-            with _TRAINING_LOCK:
+            with _TRAINING_LOCK, reporting_to(config.progress):
                 self._set(training_id, status="running")
                 result = self._train(training_id, config)
         except Exception as exc:  # the API contract: report, don't raise

@@ -26,6 +26,7 @@ from trade_agent.config import Params, params_from_dict, to_plain
 from trade_agent.config.optimize import Distribution
 from trade_agent.errors import ConfigError
 from trade_agent.io import atomic_path, write_json
+from trade_agent.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,14 @@ def run_study(
         return
     stop = optuna.study.MaxTrialsCallback(n_trials, states=FINISHED)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop], catch=())
+    with Progress("optimize", n_trials, "trials", done=n_trials - remaining, interval=0.0) as progress:
+
+        def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            completed = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})" if completed else "no value yet"
+            progress.update(finished_trials(study), f"trial {trial.number} {trial.state.name.lower()}, {best}")
+
+        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop, report], catch=())
 
 
 def write_study(study: optuna.Study, out_dir: Path) -> dict[str, Any]:
