@@ -35,6 +35,8 @@ def test_hybrid_ensemble_backtest_and_benchmark_from_the_cli(tmp_path: Path) -> 
     (cnn_lstm,) = registry.list_models("cnn_lstm")
     invoke("train", "sac", "bars.csv", "--cnn-lstm-model", cnn_lstm.model_id, "--timesteps", "96")
 
+    frozen = runner.invoke(app, ["train", "hybrid", "bars.csv", "--rl-model", "ppo@latest", "--timesteps", "16"])
+    assert frozen.exit_code == 2 and "--timesteps 16 is not above hybrid.freeze_encoder_steps (32)" in frozen.output
     hybrid = invoke("train", "hybrid", "bars.csv", "--rl-model", "ppo@latest", "--timesteps", "64")
     (ppo,) = registry.list_models("ppo")
     assert registry.get_model(hybrid["model_id"]).dependencies == [cnn_lstm.model_id, ppo.model_id]

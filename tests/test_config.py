@@ -92,3 +92,10 @@ def test_device_names() -> None:
     assert params_from_dict({"base": {"device": "cuda:1"}}).base.device == "cuda:1"
     with pytest.raises(ConfigError, match=r"base\.device: 'gpu' is unknown"):
         params_from_dict({"base": {"device": "gpu"}})
+
+
+def test_a_freeze_as_long_as_the_run_is_refused() -> None:
+    from trade_agent.config import params_from_dict
+
+    with pytest.raises(ConfigError, match=r"freeze_encoder_steps \(512\) is not below hybrid.total_timesteps \(512\)"):
+        params_from_dict({"hybrid": {"total_timesteps": 512, "freeze_encoder_steps": 512}})

@@ -55,6 +55,12 @@ def hybrid(
     setup_logging()
     params = load_params_or_defaults(params_file)
     if timesteps is not None:
+        if timesteps <= params.hybrid.freeze_encoder_steps:
+            raise InputError(
+                f"--timesteps {timesteps} is not above hybrid.freeze_encoder_steps "
+                f"({params.hybrid.freeze_encoder_steps}): the encoder would stay frozen for the whole run; pass more "
+                "steps or lower hybrid.freeze_encoder_steps in params.yaml"
+            )
         params = replace(params, hybrid=replace(params.hybrid, total_timesteps=timesteps))
     registry = ModelRegistry("models", grading=params.grading)
     agent = registry.get_model(rl_model)

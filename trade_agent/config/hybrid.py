@@ -35,3 +35,9 @@ class HybridConfig:
             raise ConfigError("hybrid: total_timesteps >= 1, learning_rate > 0, encoder_learning_rate >= 0")
         if self.freeze_encoder_steps < 0:
             raise ConfigError("hybrid.freeze_encoder_steps must be >= 0")
+        if 0 < self.total_timesteps <= self.freeze_encoder_steps:
+            raise ConfigError(
+                f"hybrid.freeze_encoder_steps ({self.freeze_encoder_steps}) is not below hybrid.total_timesteps "
+                f"({self.total_timesteps}), so the encoder would never train; lower freeze_encoder_steps "
+                "(0 trains it from the start) or raise total_timesteps"
+            )
