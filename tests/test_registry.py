@@ -317,3 +317,23 @@ def test_a_lost_index_is_rebuilt_from_the_store_records(tmp_path: Path, monkeypa
     assert reopened.validate_model_integrity(second)
     # the deleted model's version stays used
     assert register(reopened, tmp_path, b"four", lr=1e-1).startswith("cnn_lstm_v1.3.")
+
+
+def test_release_matches_the_committed_lock_without_a_dvc_cache() -> None:
+    """A fresh clone has no .dir manifests in its cache: the directory hash computed from a
+    registry entry must equal what dvc.lock records for that model's stage output."""
+    import yaml
+
+    from trade_agent.registry.release import dir_md5
+
+    root = Path(__file__).resolve().parents[1]
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    outs = {
+        out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+        if out["path"].startswith("models/pipeline/")
+    }
+    exported = json.loads((root / "models" / "registry.json").read_text())["models"]
+    matched = {dir_md5(entry["files"]) for entry in exported} & outs
+    assert matched == outs  # every committed model output is a registered entry, found by hash alone
