@@ -238,10 +238,17 @@ class ProgressCallback(BaseCallback):
     def __init__(self, progress: Progress) -> None:
         super().__init__()
         self.progress = progress
+        self._every = max(progress.total // 200, 1)  # _on_step runs every env step: update in 0.5 % steps
+        self._last = progress.done
 
     def _on_step(self) -> bool:
-        self.progress.update(self.model.num_timesteps)
+        if self.model.num_timesteps - self._last >= self._every:
+            self._last = self.model.num_timesteps
+            self.progress.update(self._last)
         return True
+
+    def _on_training_end(self) -> None:
+        self.progress.update(self.model.num_timesteps)
 
 
 def registered_settings(params: Params) -> dict[str, Any]:

@@ -65,6 +65,10 @@ STEP_MODULES_SETTING = "preprocessing.step_modules"
 _STEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
+def _label(reference: str, step: str | None) -> str:
+    return f"preprocessing step '{step}' ({reference})" if step else f"preprocessing step '{reference}'"
+
+
 def allowed_step_modules(step_modules: Sequence[str] = ()) -> tuple[str, ...]:
     return (STANDARD_STEP_MODULE, *step_modules)
 
@@ -75,7 +79,7 @@ def check_step_allowed(reference: str, step_modules: Sequence[str] = (), step: s
     Raises:
         PreprocessorError: the module is not allowed, or the name is not a plain top-level name.
     """
-    label = f"preprocessing step '{step}' ({reference})" if step else f"preprocessing step '{reference}'"
+    label = _label(reference, step)
     module_name, _, name = reference.partition(":")
     if not module_name or not name:
         raise PreprocessorError(f"{label} is not of the form module:function")
@@ -98,7 +102,7 @@ def resolve_step(reference: str, step_modules: Sequence[str] = (), step: str | N
         PreprocessorError: not allowed, not importable, or not a step defined in that module.
     """
     module_name, name = check_step_allowed(reference, step_modules, step)
-    label = f"preprocessing step '{step}' ({reference})" if step else f"preprocessing step '{reference}'"
+    label = _label(reference, step)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
