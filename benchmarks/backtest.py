@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from trade_agent.evaluation.backtest import backtest
+from trade_agent.market.backtest import backtest
 
 RATE_BPS = 7.0
 

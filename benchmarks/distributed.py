@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from trade_agent.cnn_lstm.distributed.launch import launch_cnn_lstm
+from trade_agent.cnn_lstm.stage import load_window_data, train_cnn_lstm
 from trade_agent.config import params_from_dict
 from trade_agent.data.ingest import prepare
 from trade_agent.features.build import run_features_stage
-from trade_agent.training.cnn_lstm import load_window_data, train_cnn_lstm
-from trade_agent.training.launch import launch_cnn_lstm
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ Bayes edge:
 
 * the oracle holds ``sign(phi * r_t) / N`` of each asset after bar t's close (``r_t`` that
   bar's close-to-close log return, the planted predictor), filled and charged by the same
-  backtester (:func:`trade_agent.evaluation.backtest.backtest`) on the same test bars;
+  backtester (:func:`trade_agent.market.backtest.backtest`) on the same test bars;
 * the Bayes edge is ``bayes_directional_accuracy - 0.5`` for the label horizon
   (``data/features/metrics.json``); the CNN-LSTM's edge is its test directional accuracy
   (sign of its predicted forward return) minus 0.5.
@@ -44,8 +44,8 @@ BASELINES = ("oracle", "buy_and_hold")
 def oracle_sharpe(repo: Path, ar: float) -> dict[str, float]:
     """The oracle's test metrics after costs, by the pipeline's own backtester and params."""
     from trade_agent.config import load_params
-    from trade_agent.evaluation.backtest import backtest
     from trade_agent.evaluation.positions import SplitData
+    from trade_agent.market.backtest import backtest
 
     params = load_params(repo / "params.yaml")
     common = params.rl.common

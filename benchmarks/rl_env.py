@@ -23,9 +23,9 @@ import pandas as pd
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from trade_agent.data import SyntheticSpec, generate_synthetic
-from trade_agent.envs import PortfolioEnv, SimulatorConfig, VecPortfolioEnv
-from trade_agent.envs.simulator import MarketPanel
+from trade_agent.data.synthetic import SyntheticSpec, generate_synthetic
+from trade_agent.market.simulator import MarketPanel, SimulatorConfig
+from trade_agent.market.trading_env import PortfolioEnv, VecPortfolioEnv
 
 WINDOW = 10
 

@@ -22,12 +22,12 @@ from benchmarks.backtest import bench_backtest
 from benchmarks.distributed import bench_distributed
 from benchmarks.reference_features import reference_features
 from benchmarks.rl_env import bench_env, bench_ppo
+from trade_agent.cnn_lstm.model import CNNLSTM, CNNLSTMSpec
+from trade_agent.cnn_lstm.trainer import CNNLSTMTrainer
+from trade_agent.cnn_lstm.windows import WindowData
 from trade_agent.config import CnnLstmConfig, FeaturesConfig
-from trade_agent.data import SyntheticSpec, generate_synthetic
-from trade_agent.features import compute_features
-from trade_agent.models import CNNLSTM, CNNLSTMSpec
-from trade_agent.training.trainer import CNNLSTMTrainer
-from trade_agent.training.windows import WindowData
+from trade_agent.data.synthetic import SyntheticSpec, generate_synthetic
+from trade_agent.features.indicators import compute_features
 
 
 def best_of(func: Callable[[], object], repeat: int) -> float:

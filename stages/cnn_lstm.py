@@ -6,12 +6,13 @@ writes the same outputs and registers the model.
 
 from pathlib import Path
 
-from trade_agent.cli.errors import run_guarded
+from trade_agent.cnn_lstm.distributed.launch import launch_cnn_lstm
+from trade_agent.cnn_lstm.registration import register_cnn_lstm
+from trade_agent.cnn_lstm.stage import train_cnn_lstm
 from trade_agent.config import load_params
+from trade_agent.failures import run_guarded
 from trade_agent.log import setup_logging
 from trade_agent.registry import default_registry
-from trade_agent.training.cnn_lstm import register_cnn_lstm, train_cnn_lstm
-from trade_agent.training.launch import launch_cnn_lstm
 
 FEATURES = Path("data/features")
 MODEL = Path("models/pipeline/cnn_lstm")

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from trade_agent.cli.errors import run_guarded
+from trade_agent.cnn_lstm.embed import run_embed_stage
+from trade_agent.failures import run_guarded
 from trade_agent.log import setup_logging
-from trade_agent.training.embed import run_embed_stage
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """DVC stage `evaluate`: every model and baseline on the test split, curves for dvc plots, a PNG report."""
 
-from trade_agent.cli.errors import run_guarded
 from trade_agent.config import load_params
 from trade_agent.evaluation.report import run_evaluate_stage
+from trade_agent.failures import run_guarded
 from trade_agent.log import setup_logging
 
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from trade_agent.cli.errors import run_guarded
 from trade_agent.config import load_params
+from trade_agent.failures import run_guarded
 from trade_agent.features.build import run_features_stage
 from trade_agent.log import setup_logging
 

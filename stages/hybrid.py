@@ -4,10 +4,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from trade_agent.agents.hybrid import register_hybrid, train_hybrid
 from trade_agent.agents.train import inputs_hash
-from trade_agent.cli.errors import run_guarded
 from trade_agent.config import load_params
+from trade_agent.failures import run_guarded
+from trade_agent.hybrid.stage import register_hybrid, train_hybrid
 from trade_agent.log import setup_logging
 from trade_agent.registry import default_registry
 

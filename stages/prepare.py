@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from trade_agent.cli.errors import run_guarded
 from trade_agent.config import load_params
 from trade_agent.data.ingest import prepare
+from trade_agent.failures import run_guarded
 from trade_agent.log import setup_logging
 
 

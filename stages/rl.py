@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 from trade_agent.agents.train import inputs_hash, load_panels, register_agent, train_agent
-from trade_agent.cli.errors import run_guarded
 from trade_agent.config import load_params
+from trade_agent.failures import run_guarded
 from trade_agent.log import setup_logging
 from trade_agent.registry import default_registry
 

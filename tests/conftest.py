@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from trade_agent.config import FeaturesConfig, LabelsConfig, Params
-from trade_agent.data import SyntheticSpec, generate_synthetic
+from trade_agent.data.synthetic import SyntheticSpec, generate_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for benchmarks.reference_features
@@ -187,9 +187,9 @@ def tiny_stage2(tiny_features_dir: Path, tmp_path_factory: pytest.TempPathFactor
     Keys: ``features``, ``market``, ``cnn_lstm``, ``embeddings``, ``ppo``, ``sac``.
     """
     from trade_agent.agents.train import load_panels, train_agent
+    from trade_agent.cnn_lstm.embed import run_embed_stage
+    from trade_agent.cnn_lstm.stage import train_cnn_lstm
     from trade_agent.config import params_from_dict
-    from trade_agent.training.cnn_lstm import train_cnn_lstm
-    from trade_agent.training.embed import run_embed_stage
 
     root = tmp_path_factory.mktemp("tiny-stage2")
     params = params_from_dict(tiny_params_dict())

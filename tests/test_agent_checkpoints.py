@@ -18,9 +18,9 @@ from trade_agent.agents.evaluation import ValSharpeCallback as Selector
 from trade_agent.agents.policy_io import load_sb3_model
 from trade_agent.agents.train import train_agent
 from trade_agent.config import params_from_dict
-from trade_agent.envs import VecPortfolioEnv
 from trade_agent.errors import IntegrityError
 from trade_agent.io import read_json, read_npz
+from trade_agent.market.trading_env import VecPortfolioEnv
 from trade_agent.registry import ModelRegistry
 
 PANELS = {"train": panel(200, seed=1), "val": panel(80, seed=2), "test": panel(80, seed=3)}

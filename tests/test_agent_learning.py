@@ -18,8 +18,8 @@ from trade_agent.agents.evaluation import evaluate
 from trade_agent.agents.train import load_panels, simulator_config, train_agent
 from trade_agent.config import Params, params_from_dict
 from trade_agent.data.ingest import prepare
-from trade_agent.envs.simulator import MarketPanel
 from trade_agent.features.build import run_features_stage
+from trade_agent.market.simulator import MarketPanel
 
 
 def synthetic_run(ar: float, tmp_path: Path, seed: int = 1) -> tuple[Params, dict[str, MarketPanel]]:

@@ -13,9 +13,10 @@ import torch
 from tests.test_envs import panel
 from trade_agent.agents import ValSharpeCallback, build_agent, evaluate, load_policy, save_policy
 from trade_agent.config import RLConfig, params_from_dict
-from trade_agent.envs import SimulatorConfig, VecPortfolioEnv
-from trade_agent.envs.observation import Observation
 from trade_agent.errors import ConfigError
+from trade_agent.market.observation import Observation
+from trade_agent.market.simulator import SimulatorConfig
+from trade_agent.market.trading_env import VecPortfolioEnv
 
 SIM = SimulatorConfig(window=5, episode_length=40)
 

@@ -7,8 +7,8 @@ import pytest
 
 from tests.test_envs import panel
 from trade_agent.agents.evaluation import run_episode
-from trade_agent.envs import SimulatorConfig
-from trade_agent.evaluation.backtest import backtest, buy_and_hold_weights, equal_weight_weights
+from trade_agent.market.backtest import backtest, buy_and_hold_weights, equal_weight_weights
+from trade_agent.market.simulator import SimulatorConfig
 
 
 def slow_backtest(weights: np.ndarray, open_: np.ndarray, close: np.ndarray, start: int, rate: float) -> np.ndarray:
@@ -90,7 +90,7 @@ def test_leverage_cap_and_bad_shapes() -> None:
 
 
 def test_bootstrap_interval_covers_the_true_sharpe_at_its_nominal_rate() -> None:
-    from trade_agent.evaluation.bootstrap import sharpe_interval, stationary_bootstrap_indices
+    from trade_agent.market.bootstrap import sharpe_interval, stationary_bootstrap_indices
 
     indices = stationary_bootstrap_indices(50, 200, block_length=5, seed=0)
     assert indices.shape == (200, 50) and indices.min() >= 0 and indices.max() < 50

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from trade_agent.cnn_lstm.model import CNNLSTM, CNNLSTMSpec
+from trade_agent.cnn_lstm.store import load_cnn_lstm, save_cnn_lstm
 from trade_agent.errors import IntegrityError
-from trade_agent.models import CNNLSTM, CNNLSTMSpec, load_cnn_lstm, save_cnn_lstm
 
 SPEC = CNNLSTMSpec(
     n_features=6, sequence_length=12, conv_filters=[8, 16], kernel_sizes=[3, 3], lstm_hidden=8, attention_heads=2

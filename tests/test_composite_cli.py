@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_params_dict
 from trade_agent.cli.main import app
-from trade_agent.data import SyntheticSpec, generate_synthetic
+from trade_agent.data.synthetic import SyntheticSpec, generate_synthetic
 from trade_agent.registry import ModelRegistry
 
 runner = CliRunner()

@@ -68,7 +68,7 @@ def test_missing_params_file_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_defaults_give_about_thirty_features() -> None:
-    from trade_agent.features import feature_names
+    from trade_agent.features.indicators import feature_names
 
     assert 30 <= len(feature_names(FeaturesConfig())) <= 40
 

@@ -15,14 +15,14 @@ import torch
 import yaml
 
 from tests.conftest import tiny_params_dict
+from trade_agent.cnn_lstm.distributed.launch import launch_command
+from trade_agent.cnn_lstm.distributed.setup import check_distributed, deepspeed_config, world_size
+from trade_agent.cnn_lstm.stage import train_cnn_lstm
+from trade_agent.cnn_lstm.store import load_cnn_lstm
 from trade_agent.config import params_from_dict
 from trade_agent.errors import ConfigError, InputError
 from trade_agent.io import read_json
-from trade_agent.models.store import load_cnn_lstm
 from trade_agent.registry import ModelRegistry
-from trade_agent.training.cnn_lstm import train_cnn_lstm
-from trade_agent.training.distributed_setup import check_distributed, deepspeed_config, world_size
-from trade_agent.training.launch import launch_command
 
 pytestmark = pytest.mark.slow
 
@@ -234,7 +234,7 @@ def test_multi_node_options_reach_the_launchers(tmp_path: Path) -> None:
     command = launch_command(params_from_dict(raw), tmp_path / "spec.json", 29600)
     assert command[1:3] == ["-m", "deepspeed.launcher.runner"]
     assert {f"--hostfile={hosts}", "--master_addr=node1", "--master_port=29600", "--module"} <= set(command)
-    assert command[-2:] == ["trade_agent.training.worker", str(tmp_path / "spec.json")]
+    assert command[-2:] == ["trade_agent.cnn_lstm.distributed.worker", str(tmp_path / "spec.json")]
     assert np.all([not arg.startswith("--num_gpus") for arg in command])  # the hostfile lists the slots
     assert world_size(params_from_dict(raw), cuda=False) == 4
     hosts.write_text("node1 slots=2\nnode2\n")

@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import TINY_FEATURES, run
 from trade_agent.config import FeaturesConfig
-from trade_agent.features import feature_names
+from trade_agent.features.indicators import feature_names
 from trade_agent.io import sha256_file
 
 pytestmark = pytest.mark.slow

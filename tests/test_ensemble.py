@@ -9,10 +9,10 @@ import pytest
 
 from tests.conftest import tiny_params_dict
 from trade_agent.config import EnsembleConfig, params_from_dict
+from trade_agent.ensemble.combine import combine, directional_accuracy, diversity, softmax_weights
+from trade_agent.ensemble.stage import register_ensemble, train_ensemble
 from trade_agent.errors import ConfigError, InputError
-from trade_agent.models.ensemble import combine, directional_accuracy, diversity, softmax_weights
 from trade_agent.registry import ModelRegistry
-from trade_agent.training.ensemble import register_ensemble, train_ensemble
 
 
 def members(k: int = 40) -> np.ndarray:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from stable_baselines3.common.env_checker import check_env
 
-from trade_agent.envs import MarketPanel, PortfolioEnv, SimulatorConfig, VecPortfolioEnv
+from trade_agent.market.simulator import MarketPanel, SimulatorConfig
+from trade_agent.market.trading_env import PortfolioEnv, VecPortfolioEnv
 
 
 def panel(n_bars: int = 80, n_assets: int = 2, seed: int = 0) -> MarketPanel:
@@ -104,7 +105,7 @@ def test_panel_from_stage_outputs(tiny_features_dir) -> None:
 
     import pandas as pd
 
-    from trade_agent.envs.panel import build_panel
+    from trade_agent.market.panel import build_panel
 
     features = pd.read_parquet(tiny_features_dir / "features.parquet")
     names = json.loads((tiny_features_dir / "schema.json").read_text())["feature_names"]
@@ -123,8 +124,8 @@ def test_panel_from_stage_outputs(tiny_features_dir) -> None:
 
 @pytest.mark.parametrize(("n_assets", "penalty"), [(1, 0.0), (3, 0.5)])
 def test_single_portfolio_matches_the_batched_simulator(n_assets: int, penalty: float) -> None:
-    from trade_agent.envs.simulator import PortfolioSimulator
-    from trade_agent.envs.single import SinglePortfolio
+    from trade_agent.market.simulator import PortfolioSimulator
+    from trade_agent.market.single import SinglePortfolio
 
     p = panel(n_bars=150, seed=7, n_assets=n_assets)
     config = SimulatorConfig(window=5, episode_length=100, drawdown_penalty=penalty, max_leverage=1.5)

@@ -10,8 +10,9 @@ import pytest
 
 from benchmarks.reference_features import reference_features
 from trade_agent.config import FeaturesConfig, LabelsConfig
-from trade_agent.features import compute_features, feature_names, make_labels, warmup_bars
 from trade_agent.features.build import build_features, minimum_bars
+from trade_agent.features.indicators import compute_features, feature_names, warmup_bars
+from trade_agent.features.labels import make_labels
 from trade_agent.features.splits import SPLIT
 
 

@@ -15,8 +15,8 @@ import pytest
 from trade_agent.config import params_from_dict
 from trade_agent.config.registry import MetricRule, TypeGrading, default_grading
 from trade_agent.errors import ConfigError
-from trade_agent.evaluation.bootstrap import sharpe_interval
-from trade_agent.evaluation.trading import trading_metrics as metrics_of
+from trade_agent.market.bootstrap import sharpe_interval
+from trade_agent.market.trading import trading_metrics as metrics_of
 from trade_agent.registry import ModelRegistry, composite_score, grade_for
 
 TRADING_TYPES = ("ppo", "sac", "td3", "hybrid", "ensemble")
@@ -198,8 +198,8 @@ def test_agents_report_the_bootstrap_interval_of_their_test_sharpe(
 def test_ensembles_report_the_bootstrap_interval_on_both_splits(tmp_path: Path) -> None:
     from trade_agent.config.ensemble import EnsembleConfig
     from trade_agent.config.rl import RLCommonConfig
-    from trade_agent.evaluation.backtest import backtest
-    from trade_agent.training.ensemble import Member, MemberRuns, build_ensemble, ensemble_backtest
+    from trade_agent.ensemble.stage import Member, MemberRuns, build_ensemble, ensemble_backtest
+    from trade_agent.market.backtest import backtest
 
     common = RLCommonConfig()
     rng = np.random.default_rng(0)

@@ -13,12 +13,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tests.conftest import tiny_params_dict
 from trade_agent.agents import load_policy
 from trade_agent.agents.evaluation import run_episode
-from trade_agent.agents.hybrid import HybridBuilder, hybrid_panels, register_hybrid, train_hybrid
 from trade_agent.agents.train import load_panels, simulator_config
 from trade_agent.config import Params, params_from_dict
-from trade_agent.envs import VecPortfolioEnv
-from trade_agent.envs.observation import Observation
-from trade_agent.models.hybrid import extractors
+from trade_agent.hybrid.model import extractors
+from trade_agent.hybrid.stage import HybridBuilder, hybrid_panels, register_hybrid, train_hybrid
+from trade_agent.market.observation import Observation
+from trade_agent.market.trading_env import VecPortfolioEnv
 from trade_agent.registry import ModelRegistry
 
 

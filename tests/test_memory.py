@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from tests.conftest import tiny_params_dict
+from trade_agent.cnn_lstm import faults
+from trade_agent.cnn_lstm.distributed.engines import LocalEngine
+from trade_agent.cnn_lstm.memory import BatchPlan, is_out_of_memory
+from trade_agent.cnn_lstm.stage import train_cnn_lstm
 from trade_agent.config import params_from_dict
 from trade_agent.errors import ConfigError, TrainingError
 from trade_agent.io import read_json
-from trade_agent.training import faults
-from trade_agent.training.cnn_lstm import train_cnn_lstm
-from trade_agent.training.engines import LocalEngine
-from trade_agent.training.memory import BatchPlan, is_out_of_memory
 
 EXACT = {"dropout": 0.0, "epochs": 2, "batch_size": 32}
 

@@ -15,12 +15,12 @@ from trade_agent.agents.factory import build_agent
 from trade_agent.agents.policy_io import load_policy
 from trade_agent.agents.train import load_panels, observation_spec, simulator_config
 from trade_agent.agents.warm_start import clone_policy, demonstrations
+from trade_agent.cnn_lstm.model import PROBABILITY_COLUMNS, threshold_weights
 from trade_agent.config import params_from_dict
-from trade_agent.envs.observation import Observation, ObservationSpec
-from trade_agent.envs.trading_env import VecPortfolioEnv
 from trade_agent.errors import ConfigError
 from trade_agent.evaluation.positions import SplitData, policy_weights
-from trade_agent.models.cnn_lstm import PROBABILITY_COLUMNS, threshold_weights
+from trade_agent.market.observation import Observation, ObservationSpec
+from trade_agent.market.trading_env import VecPortfolioEnv
 
 
 def _panels(paths: dict[str, Path]):

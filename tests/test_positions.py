@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 from tests.conftest import tiny_params_dict
-from trade_agent.agents.hybrid import train_hybrid
+from trade_agent.cnn_lstm.embed import compute_embeddings
 from trade_agent.config import params_from_dict
 from trade_agent.evaluation.positions import SplitData, cnn_lstm_weights, policy_weights
-from trade_agent.training.embed import compute_embeddings
+from trade_agent.hybrid.stage import train_hybrid
 
 
 def test_positions_of_every_model_type_are_walk_forward(tiny_stage2: dict[str, Path], tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_discrete_agents_trade_their_short_flat_long_actions_and_misaligned_spli
     data = SplitData.load(tiny_stage2["features"], tiny_stage2["embeddings"], tiny_stage2["market"], "test")
     weights = policy_weights(tmp_path / "discrete", data, params.rl.common)
     from trade_agent.agents import load_policy
-    from trade_agent.envs.observation import Observation
+    from trade_agent.market.observation import Observation
 
     policy, spec = load_policy(tmp_path / "discrete")
     test = Observation.from_json(spec["observation"]).apply(panels["test"])

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_params_dict
-from trade_agent.data import SyntheticSpec, generate_synthetic
+from trade_agent.data.synthetic import SyntheticSpec, generate_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "seed_guide.md"

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from trade_agent.config import DataConfig
-from trade_agent.data import SyntheticSpec, bayes_directional_accuracy, generate_synthetic, load_market_data
+from trade_agent.data.ingest import load_market_data
+from trade_agent.data.synthetic import SyntheticSpec, bayes_directional_accuracy, generate_synthetic
 from trade_agent.errors import DataValidationError
 
 

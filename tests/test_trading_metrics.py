@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from trade_agent.evaluation.trading import max_drawdown, trading_metrics
+from trade_agent.market.trading import max_drawdown, trading_metrics
 
 
 def test_hand_computed_values() -> None:

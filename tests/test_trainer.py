@@ -18,15 +18,15 @@ import torch
 import yaml
 
 from tests.conftest import tiny_params_dict
+from trade_agent.cnn_lstm import device as device_module
+from trade_agent.cnn_lstm.device import DeviceError, select_device
+from trade_agent.cnn_lstm.stage import load_window_data, train_cnn_lstm
+from trade_agent.cnn_lstm.trainer import class_weights
 from trade_agent.config import params_from_dict
 from trade_agent.data.ingest import prepare
 from trade_agent.errors import ConfigError
 from trade_agent.features.build import run_features_stage
 from trade_agent.io import read_json
-from trade_agent.training import device as device_module
-from trade_agent.training.cnn_lstm import load_window_data, train_cnn_lstm
-from trade_agent.training.device import DeviceError, select_device
-from trade_agent.training.trainer import class_weights
 
 CLI = [sys.executable, "-m", "trade_agent.cli"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_params_dict
 from trade_agent.cli.main import app
+from trade_agent.cnn_lstm.embed import PROBABILITY_COLUMNS, compute_embeddings
 from trade_agent.config import params_from_dict
-from trade_agent.data import SyntheticSpec, generate_synthetic
+from trade_agent.data.synthetic import SyntheticSpec, generate_synthetic
 from trade_agent.registry import ModelRegistry
 from trade_agent.training import TrainingConfig, TrainingResult, UnifiedTrainingManager
-from trade_agent.training.embed import PROBABILITY_COLUMNS, compute_embeddings
 from trade_agent.training.unified_manager import UnifiedTrainingManager as SeedPathManager
 
 runner = CliRunner()
@@ -92,7 +92,7 @@ def test_active_trainings_are_listed_while_running(bars_file: Path, tmp_path: Pa
 
 
 def test_embeddings_cover_every_row_with_a_full_window(tiny_features_dir: Path, tmp_path: Path) -> None:
-    from trade_agent.training.cnn_lstm import train_cnn_lstm
+    from trade_agent.cnn_lstm.stage import train_cnn_lstm
 
     params = params_from_dict(tiny_params_dict())
     run = train_cnn_lstm(params, tiny_features_dir, tmp_path / "m", checkpoint_root=None)
@@ -175,8 +175,8 @@ def test_cli_zero_epochs_is_an_error_not_a_default(bars_file: Path) -> None:
 
 
 def test_windows_refuse_unsorted_frames(tiny_features_dir: Path) -> None:
+    from trade_agent.cnn_lstm.windows import WindowData
     from trade_agent.errors import SchemaError
-    from trade_agent.training.windows import WindowData
 
     frame = pd.read_parquet(tiny_features_dir / "features.parquet")
     names = json.loads((tiny_features_dir / "schema.json").read_text())["feature_names"]
@@ -223,8 +223,8 @@ def test_cli_trains_agents_on_a_new_or_a_registered_cnn_lstm(bars_file: Path, tm
 
 
 def test_corrupted_upstream_fails_before_any_data_work(tiny_stage2: dict[str, Path], tmp_path: Path) -> None:
+    from trade_agent.cnn_lstm.registration import register_cnn_lstm
     from trade_agent.errors import IntegrityError
-    from trade_agent.training.cnn_lstm import register_cnn_lstm
 
     params = params_from_dict(tiny_params_dict())
     registry = ModelRegistry(tmp_path / "models", grading=params.grading)

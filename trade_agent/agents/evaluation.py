@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
-from trade_agent.envs.trading_env import PortfolioEnv
-from trade_agent.evaluation.trading import trading_metrics
+from trade_agent.market.simulator import MarketPanel, SimulatorConfig
+from trade_agent.market.trading import trading_metrics
+from trade_agent.market.trading_env import PortfolioEnv
 
 log = logging.getLogger(__name__)
 Predict = Callable[[np.ndarray], np.ndarray]

@@ -9,6 +9,10 @@ the policy - or SB3's whole algorithm object, :func:`load_sb3_model` - is rebuil
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,14 +22,16 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 
+from trade_agent.agents.factory import build_agent
 from trade_agent.config.loader import from_mapping
 from trade_agent.config.rl import RLConfig
 from trade_agent.errors import DataSourceError, IntegrityError
-from trade_agent.io import path_inside, read_json, sha256_file, write_json
+from trade_agent.io import atomic_path, path_inside, read_json, sha256_file, write_json
 
 if TYPE_CHECKING:
     from trade_agent.registry import ModelRegistry
@@ -64,10 +70,10 @@ def save_policy(
     """Write ``policy.pt`` and ``policy.json`` (``state_dict`` defaults to the current policy).
 
     ``observation``: the agent's observed columns and state normalisation
-    (:meth:`trade_agent.envs.observation.Observation.to_json`), replayed at inference.
+    (:meth:`trade_agent.market.observation.Observation.to_json`), replayed at inference.
 
     ``features_extractor``: ``{"name": ..., "kwargs": {...}}`` of a registered extractor
-    (see :data:`trade_agent.models.hybrid.EXTRACTORS`), for hybrids.
+    (see :data:`trade_agent.hybrid.model.EXTRACTORS`), for hybrids.
     """
     directory.mkdir(parents=True, exist_ok=True)
     state = state_dict if state_dict is not None else model.policy.state_dict()
@@ -93,12 +99,6 @@ def save_sb3_zip(model: BaseAlgorithm, target: Path) -> Path:
     ``:type:`` and ``:serialized:``, so the rest is dropped and the timestamps are fixed.
     Written atomically.
     """
-    import io
-    import json
-    import zipfile
-
-    from trade_agent.io import atomic_path
-
     buffer = io.BytesIO()
     model.save(buffer)
     with zipfile.ZipFile(buffer) as source, atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w") as out:
@@ -117,7 +117,9 @@ def save_sb3_zip(model: BaseAlgorithm, target: Path) -> Path:
     return target
 
 
-def load_policy(directory: Path) -> tuple[BasePolicy, dict[str, Any]]:
+def load_policy(
+    directory: Path, extractors: Mapping[str, type[BaseFeaturesExtractor]] | None = None
+) -> tuple[BasePolicy, dict[str, Any]]:
     """Rebuild the policy from ``policy.json`` and load ``policy.pt`` (never unpickles).
 
     Raises:
@@ -125,17 +127,16 @@ def load_policy(directory: Path) -> tuple[BasePolicy, dict[str, Any]]:
     """
     if not (directory / POLICY_FILE).is_file() or not (directory / POLICY_SPEC).is_file():
         raise DataSourceError(f"{directory}: no {POLICY_FILE} + {POLICY_SPEC}; not an agent directory")
-    from trade_agent.models.hybrid import EXTRACTORS
-
     spec = read_json(directory / POLICY_SPEC)
     policy_class = POLICY_CLASSES[spec["algo"]]
     extra: dict[str, Any] = {}
     if "features_extractor" in spec:
         extractor = spec["features_extractor"]
-        if extractor["name"] not in EXTRACTORS:
+        known = extractors or {}  # the allow-list of classes a policy.json may name
+        if extractor["name"] not in known:
             raise DataSourceError(f"{directory / POLICY_SPEC}: unknown features extractor '{extractor['name']}'")
         extra = {
-            "features_extractor_class": EXTRACTORS[extractor["name"]],
+            "features_extractor_class": known[extractor["name"]],
             "features_extractor_kwargs": extractor["kwargs"],
         }
         extra |= {"share_features_extractor": extractor.get("shared", True)} if spec["algo"] != "ppo" else {}
@@ -184,7 +185,7 @@ def load_sb3_model(registry: ModelRegistry, model_id: str, work_dir: Path) -> Ba
     verified) into ``work_dir/<model_id>``.
 
     ``.predict`` works at once on observations prepared as in training (``policy.json``
-    "observation": :class:`trade_agent.envs.observation.Observation`); ``.learn`` needs
+    "observation": :class:`trade_agent.market.observation.Observation`); ``.learn`` needs
     ``model.set_env(env)`` first. Optimiser state is not restored (resumable training uses
     the checkpoints of :mod:`trade_agent.agents.checkpoint`).
 
@@ -192,8 +193,6 @@ def load_sb3_model(registry: ModelRegistry, model_id: str, work_dir: Path) -> Ba
         IntegrityError: not an SB3 agent, or a file does not match its recorded checksum.
         ModelNotFoundError: unknown id.
     """
-    from trade_agent.agents.factory import build_agent
-
     entry = registry.get_model(model_id)
     if entry.model_type not in POLICY_CLASSES or POLICY_FILE not in entry.files or POLICY_SPEC not in entry.files:
         raise IntegrityError(

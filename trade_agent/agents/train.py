@@ -29,15 +29,16 @@ from trade_agent.agents.evaluation import ValSharpeCallback, episode_metrics, ev
 from trade_agent.agents.factory import build_agent, net_arch
 from trade_agent.agents.policy_io import SB3_ZIP, save_policy, save_sb3_zip
 from trade_agent.agents.warm_start import clone_policy, demonstrations
+from trade_agent.cnn_lstm.model import PROBABILITY_COLUMNS, threshold_weights
+from trade_agent.cnn_lstm.registration import register_cnn_lstm
 from trade_agent.config import Params
-from trade_agent.envs.observation import Observation, ObservationSpec
-from trade_agent.envs.panel import build_panel
-from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
-from trade_agent.envs.trading_env import VecPortfolioEnv
 from trade_agent.errors import TrainingInterrupted
-from trade_agent.evaluation.bootstrap import sharpe_interval
 from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text, write_json
-from trade_agent.models.cnn_lstm import PROBABILITY_COLUMNS, threshold_weights
+from trade_agent.market.bootstrap import sharpe_interval
+from trade_agent.market.observation import Observation, ObservationSpec
+from trade_agent.market.panel import build_panel
+from trade_agent.market.simulator import MarketPanel, SimulatorConfig
+from trade_agent.market.trading_env import VecPortfolioEnv
 from trade_agent.progress import Progress
 from trade_agent.registry import ModelRegistry
 from trade_agent.threads import use_threads
@@ -288,8 +289,6 @@ def _warm_start(
 
 def register_agent(run: AgentRun, params: Params, cnn_lstm_dir: Path, registry: ModelRegistry) -> str:
     """Register an agent with lineage to the exact CNN-LSTM (and its preprocessor) it saw."""
-    from trade_agent.training.cnn_lstm import register_cnn_lstm
-
     cnn_lstm_id = register_cnn_lstm(cnn_lstm_dir, params, registry)  # existing id: content is known
     spec = read_json(run.agent_dir / "policy.json")
     algo_params = asdict(getattr(params.rl, run.algo))

@@ -4,7 +4,7 @@ An RL agent starting from random weights has to rediscover, from noisy after-cos
 the signal that stage 1 already extracted. Cloning first makes stage 2 start where
 stage 1 is: the policy's deterministic action is fitted (mean squared error; cross-entropy
 for short/flat/long actions) to the targets that
-:func:`trade_agent.models.cnn_lstm.threshold_weights` takes from the CNN-LSTM's class
+:func:`trade_agent.cnn_lstm.model.threshold_weights` takes from the CNN-LSTM's class
 probabilities, on observations the training environment produces while following those
 targets. RL then fine-tunes from there (sizing, costs), and the validation selection keeps
 the cloned policy unless a later one is clearly better (see
@@ -23,9 +23,9 @@ from stable_baselines3.sac.policies import SACPolicy
 from stable_baselines3.td3.policies import TD3Policy
 from torch.nn import functional as F
 
-from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
-from trade_agent.envs.trading_env import DISCRETE_WEIGHTS, VecPortfolioEnv
 from trade_agent.errors import ConfigError
+from trade_agent.market.simulator import MarketPanel, SimulatorConfig
+from trade_agent.market.trading_env import DISCRETE_WEIGHTS, VecPortfolioEnv
 
 log = logging.getLogger(__name__)
 

@@ -54,10 +54,10 @@ def evaluate_ids(
 ) -> list[dict[str, Any]]:
     """Metrics of each model (and the baselines) on the same data and split."""
     from trade_agent.config import load_params_or_defaults
-    from trade_agent.evaluation.backtest import buy_and_hold_weights, equal_weight_weights
-    from trade_agent.evaluation.bootstrap import sharpe_interval
     from trade_agent.evaluation.inference import Inference, Positions
     from trade_agent.io import read_json
+    from trade_agent.market.backtest import buy_and_hold_weights, equal_weight_weights
+    from trade_agent.market.bootstrap import sharpe_interval
     from trade_agent.registry import ModelRegistry
 
     if split not in ("train", "val", "test"):

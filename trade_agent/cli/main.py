@@ -12,11 +12,11 @@ from typer.core import TyperGroup
 from trade_agent import __version__
 from trade_agent.cli.backtest import backtest
 from trade_agent.cli.data import data_app
-from trade_agent.cli.errors import exit_with, is_cli_control_flow
 from trade_agent.cli.exp import exp_app
 from trade_agent.cli.models import models_app, release
 from trade_agent.cli.train import train_app
 from trade_agent.errors import TrainingInterrupted
+from trade_agent.failures import exit_with, is_cli_control_flow
 
 
 class _GuardedGroup(TyperGroup):

@@ -45,10 +45,10 @@ def hybrid(
     same actions as the agent before fine-tuning), fine-tune on DATA, register with lineage."""
     from dataclasses import asdict, replace
 
-    from trade_agent.agents.hybrid import register_hybrid, train_hybrid
     from trade_agent.agents.train import inputs_hash
     from trade_agent.config import load_params_or_defaults
     from trade_agent.evaluation.inference import AGENTS, Inference
+    from trade_agent.hybrid.stage import register_hybrid, train_hybrid
     from trade_agent.log import setup_logging
     from trade_agent.registry import ModelRegistry
 
@@ -107,10 +107,10 @@ def ensemble(
     from dataclasses import replace
 
     from trade_agent.config import load_params_or_defaults
+    from trade_agent.ensemble.stage import Member, MemberRuns, build_ensemble, register_ensemble
     from trade_agent.evaluation.inference import Inference
     from trade_agent.log import setup_logging
     from trade_agent.registry import ModelRegistry
-    from trade_agent.training.ensemble import Member, MemberRuns, build_ensemble, register_ensemble
 
     setup_logging()
     params = load_params_or_defaults(params_file)

@@ -1,5 +1,2 @@
-"""Metrics shared by every stage (classification, regression, and later trading metrics)."""
-
-from trade_agent.evaluation.metrics import prediction_metrics
-
-__all__ = ["prediction_metrics"]
+"""Every model on one split: positions, the metrics suite, the `evaluate` stage report,
+inference from the registry."""

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
+from trade_agent.cnn_lstm.embed import run_embed_stage
+from trade_agent.cnn_lstm.store import PREPROCESSOR_DIR
 from trade_agent.config import Params
 from trade_agent.config.ensemble import EnsembleConfig
 from trade_agent.config.rl import RLCommonConfig
+from trade_agent.ensemble.combine import combine
 from trade_agent.errors import InputError
-from trade_agent.evaluation.backtest import BacktestResult, backtest
 from trade_agent.evaluation.positions import SplitData, cnn_lstm_weights, policy_weights
 from trade_agent.features.build import cached_features
 from trade_agent.io import read_json
-from trade_agent.models.ensemble import combine
-from trade_agent.models.store import PREPROCESSOR_DIR
+from trade_agent.market.backtest import BacktestResult, backtest
 from trade_agent.registry import ModelRegistry
-from trade_agent.training.embed import run_embed_stage
 from trade_agent.type_aliases import FloatArray
 
 log = logging.getLogger(__name__)

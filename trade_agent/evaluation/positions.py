@@ -21,13 +21,14 @@ import pandas as pd
 
 from trade_agent.agents.evaluation import run_episode
 from trade_agent.agents.policy_io import load_policy
+from trade_agent.cnn_lstm.model import PROBABILITY_COLUMNS, threshold_weights
 from trade_agent.config.rl import RLCommonConfig
-from trade_agent.envs.observation import Observation
-from trade_agent.envs.panel import build_panel
-from trade_agent.envs.simulator import MarketPanel, PortfolioSimulator, SimulatorConfig
 from trade_agent.errors import DataSourceError
+from trade_agent.hybrid.model import EXTRACTORS
 from trade_agent.io import read_json
-from trade_agent.models.cnn_lstm import PROBABILITY_COLUMNS, threshold_weights
+from trade_agent.market.observation import Observation
+from trade_agent.market.panel import build_panel
+from trade_agent.market.simulator import MarketPanel, PortfolioSimulator, SimulatorConfig
 from trade_agent.type_aliases import FloatArray
 
 
@@ -73,7 +74,7 @@ class SplitData:
 
 def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> FloatArray:
     """Targets of a stage-2 agent (``policy.json`` without extractor) or a hybrid over the split."""
-    policy, spec = load_policy(model_dir)
+    policy, spec = load_policy(model_dir, EXTRACTORS)
     hybrid = "features_extractor" in spec
     observation = Observation.from_json(spec["observation"]) if "observation" in spec else None
     if hybrid:

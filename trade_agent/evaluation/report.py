@@ -18,11 +18,21 @@ import numpy as np
 import pandas as pd
 
 from trade_agent.config import Params
-from trade_agent.evaluation.backtest import BacktestResult, backtest, buy_and_hold_weights, equal_weight_weights
-from trade_agent.evaluation.bootstrap import sharpe_interval
+from trade_agent.ensemble.combine import combine, directional_accuracy, diversity
 from trade_agent.evaluation.positions import SplitData, cnn_lstm_weights, policy_weights
 from trade_agent.io import atomic_path, read_json, write_json
-from trade_agent.models.ensemble import combine, directional_accuracy, diversity
+from trade_agent.market.backtest import BacktestResult, backtest, buy_and_hold_weights, equal_weight_weights
+from trade_agent.market.bootstrap import sharpe_interval
+from trade_agent.paths import (
+    EMBEDDINGS,
+    FEATURES_DIR,
+    MARKET,
+    METRICS_DIR,
+    PIPELINE_MODELS,
+    PLOTS_DIR,
+    REPORTS_DIR,
+    pipeline_models,
+)
 from trade_agent.threads import use_threads
 from trade_agent.type_aliases import FloatArray
 
@@ -43,16 +53,10 @@ class ModelReport:
 class EvaluationInputs:
     """Where the pipeline's models and data are (defaults: the DVC stage paths)."""
 
-    features_dir: Path = Path("data/features")
-    embeddings: Path = Path("data/embeddings/embeddings.parquet")
-    market: Path = Path("data/prepared/market.parquet")
-    models_root: Path = Path("models/pipeline")
-
-
-def pipeline_models(params: Params, root: Path) -> dict[str, Path]:
-    """Model directories the default pipeline produces, by report name (existing ones only)."""
-    names = ["cnn_lstm", *params.rl.algos, *(f"hybrid_{a}" for a in params.hybrid.algos), "ensemble"]
-    return {name: root / name for name in names if (root / name).is_dir()}
+    features_dir: Path = FEATURES_DIR
+    embeddings: Path = EMBEDDINGS
+    market: Path = MARKET
+    models_root: Path = PIPELINE_MODELS
 
 
 def _suite(result: BacktestResult, params: Params, open_: FloatArray, close: FloatArray) -> dict[str, float]:
@@ -79,7 +83,7 @@ def evaluate_models(params: Params, inputs: EvaluationInputs) -> list[ModelRepor
         return backtest(weights, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage)
 
     weights: dict[str, tuple[str, FloatArray]] = {}
-    models = pipeline_models(params, inputs.models_root)
+    models = pipeline_models(params.rl.algos, params.hybrid.algos, inputs.models_root)
     for name, directory in models.items():
         if name == "cnn_lstm":
             weights[name] = (
@@ -211,7 +215,7 @@ def run_evaluate_stage(params: Params, inputs: EvaluationInputs | None = None) -
     use_threads(params.rl.common.threads)
     inputs = inputs or EvaluationInputs()
     reports = evaluate_models(params, inputs)
-    write_outputs(reports, params, Path("metrics/evaluate.json"), Path("plots/evaluate"), Path("reports"))
+    write_outputs(reports, params, METRICS_DIR / "evaluate.json", PLOTS_DIR / "evaluate", REPORTS_DIR)
     for r in sorted(reports, key=lambda r: -r.metrics["sharpe"]):
         log.info(
             "evaluate %-13s sharpe %6.2f [%5.2f, %5.2f]  return %6.1f%%",

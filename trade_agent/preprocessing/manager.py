@@ -23,7 +23,7 @@ from trade_agent.errors import ConfigError, IntegrityError, PreprocessorError, P
 from trade_agent.integrity import IntegrityReport
 from trade_agent.io import new_temp_dir, read_json, read_npz, sha256_file, write_json, write_npz
 from trade_agent.preprocessing import steps
-from trade_agent.preprocessing.ensemble import EnsemblePreprocessing, check_compatibility
+from trade_agent.preprocessing.members import EnsemblePreprocessing, check_compatibility
 from trade_agent.preprocessing.pipeline import PreprocessingPipeline, check_step_allowed
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")

@@ -18,16 +18,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trade_agent.cnn_lstm.store import PREPROCESSOR_DIR
 from trade_agent.config import DataConfig, Params, load_params_or_defaults, params_from_dict, to_plain
 from trade_agent.errors import ConfigError, InputError
 from trade_agent.log import setup_logging
-from trade_agent.models.store import PREPROCESSOR_DIR
 from trade_agent.progress import ProgressCallback, reporting_to
 
 if TYPE_CHECKING:
+    from trade_agent.cnn_lstm.distributed.launch import DistributedRun
+    from trade_agent.cnn_lstm.stage import CnnLstmRun
     from trade_agent.registry import ModelRegistry
-    from trade_agent.training.cnn_lstm import CnnLstmRun
-    from trade_agent.training.launch import DistributedRun
 
 log = logging.getLogger(__name__)
 
@@ -305,10 +305,10 @@ class UnifiedTrainingManager:
             self._trainings.setdefault(training_id, {}).update(values)
 
     def _train(self, training_id: str, config: TrainingConfig) -> TrainingResult:
+        from trade_agent.cnn_lstm.registration import register_cnn_lstm
         from trade_agent.data.ingest import prepare
         from trade_agent.features.build import check_enough_bars, run_features_stage
         from trade_agent.registry import ModelRegistry
-        from trade_agent.training.cnn_lstm import register_cnn_lstm
 
         if config.model_type in PLANNED_MODEL_TYPES:
             raise FeatureNotAvailableError(
@@ -328,7 +328,7 @@ class UnifiedTrainingManager:
             )
         params = build_params(config)
         if config.distributed:
-            from trade_agent.training.launch import check_before_data
+            from trade_agent.cnn_lstm.distributed.launch import check_before_data
 
             check_before_data(params)  # settings errors before any data work or search
         out = Path(config.output_dir)
@@ -374,7 +374,7 @@ class UnifiedTrainingManager:
     def _launch_cnn_lstm(
         self, config: TrainingConfig, params: Params, features_dir: Path, model_dir: Path, run_dir: Path
     ) -> DistributedRun:
-        from trade_agent.training.launch import launch_cnn_lstm
+        from trade_agent.cnn_lstm.distributed.launch import launch_cnn_lstm
 
         if config.resume_from or config.base_model_path:
             raise ConfigError("--distributed resumes from its own checkpoint directory; drop resume_from/base_model")
@@ -394,7 +394,7 @@ class UnifiedTrainingManager:
     def _train_cnn_lstm(
         self, config: TrainingConfig, params: Params, features_dir: Path, model_dir: Path, run_dir: Path
     ) -> CnnLstmRun:
-        from trade_agent.training.cnn_lstm import train_cnn_lstm
+        from trade_agent.cnn_lstm.stage import train_cnn_lstm
 
         return train_cnn_lstm(
             params,
@@ -414,10 +414,10 @@ class UnifiedTrainingManager:
     ) -> TrainingResult:
         """Stage 2 on DATA: the chosen (or a new) CNN-LSTM's features and embeddings, then the agent."""
         from trade_agent.agents.train import inputs_hash, load_panels, register_agent, train_agent
+        from trade_agent.cnn_lstm.embed import run_embed_stage
+        from trade_agent.cnn_lstm.registration import register_cnn_lstm
         from trade_agent.features.build import run_features_stage
         from trade_agent.registry.selection import NEW
-        from trade_agent.training.cnn_lstm import register_cnn_lstm
-        from trade_agent.training.embed import run_embed_stage
 
         algo = config.model_type
         market = out / "data" / "prepared" / "market.parquet"
@@ -498,7 +498,7 @@ class UnifiedTrainingManager:
     @staticmethod
     def _restore_cnn_lstm(model_id: str, params: Params, out: Path, registry: ModelRegistry) -> tuple[Path, Params]:
         """Verified copy of a registered CNN-LSTM, and params whose window matches it."""
-        from trade_agent.models.store import load_cnn_lstm
+        from trade_agent.cnn_lstm.store import load_cnn_lstm
 
         entry = registry.get_model(model_id)
         if entry.model_type != "cnn_lstm":

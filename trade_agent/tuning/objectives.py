@@ -35,8 +35,8 @@ def _pruner_hook(trial: optuna.Trial) -> Callable[[int, float], None]:
 
 
 def cnn_lstm_objective(params: Params, market: Path, work_dir: Path) -> Objective:
+    from trade_agent.cnn_lstm.stage import train_cnn_lstm
     from trade_agent.features.build import cached_features
-    from trade_agent.training.cnn_lstm import train_cnn_lstm
 
     search = params.optimize.search("cnn_lstm")
 

@@ -91,7 +91,7 @@ def _helper(spec: SearchSpec, worker: int) -> None:
     """Entry of a spawned worker: its log goes to logs/training.log, its error to one line."""
     import sys
 
-    from trade_agent.cli.errors import report_error
+    from trade_agent.failures import report_error
     from trade_agent.log import setup_logging
 
     setup_logging()

@@ -1,6 +1,6 @@
-"""One rank of a distributed CNN-LSTM run: ``python -m trade_agent.training.worker SPEC``.
+"""One rank of a distributed CNN-LSTM run: ``python -m trade_agent.cnn_lstm.distributed.worker SPEC``.
 
-Started by :mod:`trade_agent.training.launch` through ``torchrun`` or DeepSpeed's launcher,
+Started by :mod:`trade_agent.cnn_lstm.distributed.launch` through ``torchrun`` or DeepSpeed's launcher,
 which set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. SPEC is the JSON run
 description the launcher wrote. Rank 0 writes the model, metrics, registry entry and
 ``result.json``; a failing rank writes ``errors/rank<N>.json`` for the launcher to report.
@@ -22,14 +22,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from trade_agent.cnn_lstm.distributed.process_group import Ranks
+from trade_agent.cnn_lstm.trainer import Parallelism
 from trade_agent.config import params_from_dict
 from trade_agent.errors import TradeAgentError
 from trade_agent.io import read_json, write_json
 from trade_agent.log import setup_logging
-from trade_agent.training.process_group import Ranks
-from trade_agent.training.trainer import Parallelism
 
-log = logging.getLogger("trade_agent.training.worker")  # not __name__: this runs as __main__
+log = logging.getLogger("trade_agent.cnn_lstm.distributed.worker")  # not __name__: this runs as __main__
 
 RESULT_FILE = "result.json"
 ERRORS_DIR = "errors"
@@ -55,8 +55,9 @@ def init_process_group(backend: str, timeout_s: float, cuda: bool) -> Ranks:
 
 
 def run(spec: dict[str, Any]) -> None:
+    from trade_agent.cnn_lstm.registration import register_cnn_lstm
+    from trade_agent.cnn_lstm.stage import train_cnn_lstm
     from trade_agent.registry import ModelRegistry
-    from trade_agent.training.cnn_lstm import register_cnn_lstm, train_cnn_lstm
 
     started = time.perf_counter()
     params = params_from_dict(spec["params"])

@@ -2,7 +2,7 @@
 
 Members are stage-2 agents and stage-3 hybrids. Each runs stand-alone over the validation
 and test splits; validation Sharpe ratios (after costs, by the backtester) weight or seed
-the combination (:mod:`trade_agent.models.ensemble`); the combined targets are backtested
+the combination (:mod:`trade_agent.ensemble.combine`); the combined targets are backtested
 on test. The ensemble directory holds ``ensemble.json`` (method, members with their
 registry ids and validation Sharpe, softmax weights) and ``metrics.json``.
 """
@@ -20,12 +20,12 @@ import numpy as np
 from trade_agent.config import Params
 from trade_agent.config.ensemble import EnsembleConfig
 from trade_agent.config.rl import RLCommonConfig
+from trade_agent.ensemble.combine import combine, directional_accuracy, diversity, softmax_weights
 from trade_agent.errors import InputError
-from trade_agent.evaluation.backtest import BacktestResult, backtest
-from trade_agent.evaluation.bootstrap import sharpe_interval
 from trade_agent.evaluation.positions import SplitData, policy_weights
 from trade_agent.io import read_json, write_json
-from trade_agent.models.ensemble import combine, directional_accuracy, diversity, softmax_weights
+from trade_agent.market.backtest import BacktestResult, backtest
+from trade_agent.market.bootstrap import sharpe_interval
 from trade_agent.progress import Progress
 from trade_agent.registry import ModelRegistry
 from trade_agent.threads import use_threads

@@ -29,17 +29,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trade_agent.cnn_lstm import faults
+from trade_agent.cnn_lstm.distributed.engines import DDPEngine, DeepSpeedEngine, Engine, LocalEngine
+from trade_agent.cnn_lstm.distributed.process_group import Ranks
+from trade_agent.cnn_lstm.memory import BatchPlan, is_out_of_memory, probe_micro_batch, release_memory
+from trade_agent.cnn_lstm.metrics import prediction_metrics
+from trade_agent.cnn_lstm.model import CNNLSTM
+from trade_agent.cnn_lstm.windows import WindowData
 from trade_agent.config import CnnLstmConfig
 from trade_agent.errors import ConfigError, TrainingError, TrainingInterrupted
-from trade_agent.evaluation.metrics import prediction_metrics
 from trade_agent.io import atomic_path, read_json, write_json
-from trade_agent.models.cnn_lstm import CNNLSTM
 from trade_agent.progress import Progress
-from trade_agent.training import faults
-from trade_agent.training.engines import DDPEngine, DeepSpeedEngine, Engine, LocalEngine
-from trade_agent.training.memory import BatchPlan, is_out_of_memory, probe_micro_batch, release_memory
-from trade_agent.training.process_group import Ranks
-from trade_agent.training.windows import WindowData
 
 log = logging.getLogger(__name__)
 

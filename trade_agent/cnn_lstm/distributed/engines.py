@@ -1,6 +1,6 @@
 """How one rank turns micro-batch losses into parameter updates.
 
-Three engines behind one interface, so :class:`~trade_agent.training.trainer.CNNLSTMTrainer`
+Three engines behind one interface, so :class:`~trade_agent.cnn_lstm.trainer.CNNLSTMTrainer`
 has a single loop:
 
 - :class:`LocalEngine`: one process; AdamW, gradient clipping, autocast and (CUDA fp16)
@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from trade_agent.cnn_lstm.device import autocast_dtype
+from trade_agent.cnn_lstm.model import CNNLSTM
 from trade_agent.errors import TrainingError
 from trade_agent.io import atomic_path
-from trade_agent.models.cnn_lstm import CNNLSTM
-from trade_agent.training.device import autocast_dtype
 
 STATE_FILE = "state.pt"
 

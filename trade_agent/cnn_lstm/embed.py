@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trade_agent.cnn_lstm.model import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
+from trade_agent.cnn_lstm.store import load_cnn_lstm
+from trade_agent.cnn_lstm.windows import WindowData
 from trade_agent.data.schema import SYMBOL, TIMESTAMP
 from trade_agent.features.splits import SPLIT
 from trade_agent.io import write_parquet
-from trade_agent.models.cnn_lstm import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
-from trade_agent.models.store import load_cnn_lstm
-from trade_agent.training.cnn_lstm import FEATURES_FILE
-from trade_agent.training.windows import WindowData
+from trade_agent.paths import FEATURES_FILE
 
 
 @torch.no_grad()

@@ -29,14 +29,14 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from trade_agent.envs.observation import CLIP
-from trade_agent.models.cnn_lstm import (
+from trade_agent.cnn_lstm.model import (
     CNNLSTM,
     EMBEDDING_PREFIX,
     PREDICTED_RETURN,
     PROBABILITY_COLUMNS,
     CNNLSTMSpec,
 )
+from trade_agent.market.observation import CLIP
 
 log = logging.getLogger(__name__)
 

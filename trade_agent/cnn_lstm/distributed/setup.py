@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from trade_agent.cnn_lstm.device import check_precision
 from trade_agent.config import Params
 from trade_agent.errors import ConfigError, InputError
-from trade_agent.training.device import check_precision
 
 # Keys of a user's DeepSpeed JSON that would replace the trainer's own AdamW and schedule.
 _OWNED_KEYS = ("optimizer", "scheduler")

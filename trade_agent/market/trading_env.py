@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn
 
-from trade_agent.envs.simulator import MarketPanel, PortfolioSimulator, SimulatorConfig
-from trade_agent.envs.single import SinglePortfolio
+from trade_agent.market.simulator import MarketPanel, PortfolioSimulator, SimulatorConfig
+from trade_agent.market.single import SinglePortfolio
 
 DISCRETE_WEIGHTS = np.array([-1.0, 0.0, 1.0])  # short / flat / long
 

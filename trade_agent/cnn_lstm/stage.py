@@ -17,23 +17,21 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trade_agent.cnn_lstm.device import DeviceChoice, check_precision, select_device
+from trade_agent.cnn_lstm.distributed.process_group import Ranks
+from trade_agent.cnn_lstm.model import CNNLSTM, CNNLSTMSpec
+from trade_agent.cnn_lstm.store import save_cnn_lstm
+from trade_agent.cnn_lstm.trainer import CHECKPOINT_FILE, CNNLSTMTrainer, Parallelism, TrainOutcome
+from trade_agent.cnn_lstm.windows import WindowData
 from trade_agent.config import Params
 from trade_agent.errors import ConfigError, DataSourceError
 from trade_agent.io import canonical_json, read_json, sha256_file, sha256_text, write_json
-from trade_agent.models.cnn_lstm import CNNLSTM, CNNLSTMSpec
-from trade_agent.models.store import save_cnn_lstm
-from trade_agent.registry import ModelRegistry
+from trade_agent.paths import FEATURES_FILE, SCHEMA_FILE
 from trade_agent.threads import use_threads
-from trade_agent.training.device import DeviceChoice, check_precision, select_device
-from trade_agent.training.process_group import Ranks
-from trade_agent.training.trainer import CHECKPOINT_FILE, CNNLSTMTrainer, Parallelism, TrainOutcome
-from trade_agent.training.windows import WindowData
 
 log = logging.getLogger(__name__)
 
-FEATURES_FILE = "features.parquet"
 DEEPSPEED_CONFIG_FILE = "deepspeed_config.json"
-SCHEMA_FILE = "schema.json"
 
 
 @dataclass
@@ -110,7 +108,7 @@ def train_cnn_lstm(
     parallelism: Parallelism | None = None,
     distributed_info: dict[str, Any] | None = None,
 ) -> CnnLstmRun:
-    """Train stage 1 and write the model directory (see :mod:`trade_agent.models.store`).
+    """Train stage 1 and write the model directory (see :mod:`trade_agent.cnn_lstm.store`).
 
     Checkpoints go to ``<checkpoint_root>/cnn_lstm/<inputs hash>/`` (or ``checkpoint_dir``)
     every epoch; a re-run with the same inputs resumes there (unless ``resume`` is false)
@@ -118,7 +116,7 @@ def train_cnn_lstm(
     ``init_from`` warm-starts from another model directory of the same architecture.
     ``on_epoch`` also receives each epoch's metrics (e.g. an Optuna pruner);
     ``evaluate_test=False`` leaves the test split untouched (hyperparameter search).
-    On several processes (``ranks``/``parallelism``, see :mod:`trade_agent.training.worker`)
+    On several processes (``ranks``/``parallelism``, see :mod:`trade_agent.cnn_lstm.distributed.worker`)
     every rank trains and evaluates its shard; rank 0 alone writes the model directory,
     metrics and curves, and ``distributed_info`` goes into its metadata.
     """
@@ -230,7 +228,7 @@ def _warm_start(model: CNNLSTM, model_dir: Path) -> None:
     Raises:
         ConfigError: the saved model's architecture differs.
     """
-    from trade_agent.models.store import load_cnn_lstm
+    from trade_agent.cnn_lstm.store import load_cnn_lstm
 
     base, _ = load_cnn_lstm(model_dir)
     if base.spec != model.spec:
@@ -277,37 +275,3 @@ def _chain(*hooks: Callable[[int, dict[str, float]], None] | None) -> Callable[[
 
 def _open_live(directory: Path | None) -> _LiveLog | None:
     return _LiveLog(directory) if directory is not None else None
-
-
-RUNTIME_KEYS = ("threads", "fallback_to_cpu", "precision", "max_batch_size", "min_batch_size")
-
-
-def register_cnn_lstm(
-    model_dir: Path, params: Params, registry: ModelRegistry, training_duration: float | None = None
-) -> str:
-    """Register a trained model directory; returns its id (existing id for known content)."""
-    config = read_json(model_dir / "config.json")
-    metadata = read_json(model_dir / "metadata.json")
-    hyperparameters = {k: v for k, v in asdict(params.cnn_lstm).items() if k not in RUNTIME_KEYS}
-    training_config = {
-        **hyperparameters,
-        "seed": metadata["seed"],
-        "runtime": {k: getattr(params.cnn_lstm, k) for k in RUNTIME_KEYS} | {"device": metadata["device"]},
-        "interface": {
-            "family": "CNNLSTM",
-            "feature_names": config["feature_names"],
-            "sequence_length": config["spec"]["sequence_length"],
-            "outputs": {"direction": config["classes"], "return_horizon": config["horizon"]},
-        },
-    }
-    return registry.register_model(
-        "cnn_lstm",
-        model_dir,
-        None,  # the preprocessor is inside the model directory
-        training_config,
-        metadata["metrics"],
-        {**metadata["data"], "preprocessor_id": metadata["preprocessor_id"]},
-        training_duration=round(training_duration, 3) if training_duration is not None else None,
-        hardware_info=metadata["hardware"],
-        notes="; ".join(metadata["warnings"]),
-    )

@@ -3,7 +3,7 @@
 With a single portfolio every numpy call works on a handful of numbers and its fixed
 overhead (~1 us per call, ~30 calls per step) dominates; plain floats over the N assets
 are several times faster. The timing and costs are exactly those documented in
-:mod:`trade_agent.envs.simulator`, and a test steps both side by side.
+:mod:`trade_agent.market.simulator`, and a test steps both side by side.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
+from trade_agent.market.simulator import MarketPanel, SimulatorConfig
 
 
 def _sign(x: float) -> float:

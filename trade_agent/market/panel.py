@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trade_agent.cnn_lstm.model import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
 from trade_agent.data.schema import SYMBOL, TIMESTAMP
-from trade_agent.envs.simulator import MarketPanel
 from trade_agent.errors import InsufficientDataError
 from trade_agent.features.splits import SPLIT
-from trade_agent.models.cnn_lstm import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
+from trade_agent.market.simulator import MarketPanel
 
 
 def context_columns(embeddings: pd.DataFrame) -> list[str]:

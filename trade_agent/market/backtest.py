@@ -4,7 +4,7 @@
 open[t+1] (paying ``cost_bps + slippage_bps`` on the traded notional) and earns
 open[t+1] -> close[t+1]; the overnight move close[t] -> open[t+1] accrues to what was held
 before the fill, drifted by the previous day's moves. These are exactly the dynamics of
-:class:`trade_agent.envs.simulator.PortfolioSimulator`, computed for the whole path at once:
+:class:`trade_agent.market.simulator.PortfolioSimulator`, computed for the whole path at once:
 portfolio weights are fractions, so each bar's growth factor depends only on the targets
 and prices, never on the path of the portfolio value.
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trade_agent.evaluation.trading import trading_metrics
+from trade_agent.market.trading import trading_metrics
 from trade_agent.type_aliases import FloatArray
 
 COST_SENSITIVITY_BPS = (0.0, 5.0, 10.0, 25.0)

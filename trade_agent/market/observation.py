@@ -1,7 +1,7 @@
 """What a stage-2 agent observes, and the state normalisation fitted on its training split.
 
 The observation per decision bar is ``[feature window | stage-1 context | portfolio state]``
-(see :mod:`trade_agent.envs.simulator`). A compact one (a few market features of the last
+(see :mod:`trade_agent.market.simulator`). A compact one (a few market features of the last
 bars plus the CNN-LSTM's class probabilities and predicted return) lets a small policy find
 the signal stage 1 already extracted; 1,500 raw inputs per step mostly add noise to fit.
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from trade_agent.envs.simulator import MarketPanel
+from trade_agent.cnn_lstm.model import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
 from trade_agent.errors import ConfigError
-from trade_agent.models.cnn_lstm import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
+from trade_agent.market.simulator import MarketPanel
 
 CLIP = 10.0
 

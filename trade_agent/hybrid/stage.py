@@ -1,7 +1,7 @@
 """Train and register stage-3 hybrids (library side of the ``hybrid@<algo>`` stage).
 
 A hybrid starts as the stage-2 agent with the stage-1 encoder computing its embeddings
-live (see :mod:`trade_agent.models.hybrid`), then fine-tunes with the agent's algorithm
+live (see :mod:`trade_agent.hybrid.model`), then fine-tunes with the agent's algorithm
 through the same loop as the agents (:func:`trade_agent.agents.train.train_agent`:
 val-Sharpe selection, resumable checkpoints, after-cost test metrics).
 """
@@ -23,12 +23,10 @@ from stable_baselines3.common.vec_env import VecEnv
 from trade_agent.agents.factory import build_agent
 from trade_agent.agents.policy_io import POLICY_FILE
 from trade_agent.agents.train import AgentRun, register_agent, registered_settings, simulator_config, train_agent
+from trade_agent.cnn_lstm.store import PREPROCESSOR_DIR, load_cnn_lstm
 from trade_agent.config import Params
-from trade_agent.envs.panel import build_panel
-from trade_agent.envs.simulator import MarketPanel, SimulatorConfig
 from trade_agent.errors import ConfigError
-from trade_agent.io import read_json, write_json
-from trade_agent.models.hybrid import (
+from trade_agent.hybrid.model import (
     EXTRACTOR_NAME,
     CNNLSTMExtractor,
     EncoderWarmup,
@@ -38,7 +36,9 @@ from trade_agent.models.hybrid import (
     split_encoder_learning_rate,
     warm_start_heads,
 )
-from trade_agent.models.store import PREPROCESSOR_DIR, load_cnn_lstm
+from trade_agent.io import read_json, write_json
+from trade_agent.market.panel import build_panel
+from trade_agent.market.simulator import MarketPanel, SimulatorConfig
 from trade_agent.registry import ModelRegistry
 
 log = logging.getLogger(__name__)

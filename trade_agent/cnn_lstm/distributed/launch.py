@@ -1,7 +1,7 @@
 """Launch a distributed CNN-LSTM run (DeepSpeed or torchrun) and see it through.
 
 The launcher process checks the settings (:mod:`distributed_setup`), writes a JSON run spec,
-starts ``deepspeed`` or ``torchrun`` on :mod:`trade_agent.training.worker`, and relaunches
+starts ``deepspeed`` or ``torchrun`` on :mod:`trade_agent.cnn_lstm.distributed.worker`, and relaunches
 after a failed attempt - a crashed or SIGKILLed rank, a lost peer - up to
 ``distributed.retries`` times with exponential backoff. Every attempt resumes from the last
 complete checkpoint in the run's own checkpoint directory. Errors in the user's input (a
@@ -23,11 +23,8 @@ from typing import Any
 
 import torch
 
-from trade_agent.config import Params, params_from_dict, to_plain
-from trade_agent.errors import TrainingError
-from trade_agent.io import canonical_json, read_json, sha256_text, write_json
-from trade_agent.training.device import select_device
-from trade_agent.training.distributed_setup import (
+from trade_agent.cnn_lstm.device import select_device
+from trade_agent.cnn_lstm.distributed.setup import (
     check_distributed,
     check_settings,
     deepspeed_config,
@@ -36,11 +33,14 @@ from trade_agent.training.distributed_setup import (
     processes_per_node,
     world_size,
 )
-from trade_agent.training.worker import ERRORS_DIR, RESULT_FILE
+from trade_agent.cnn_lstm.distributed.worker import ERRORS_DIR, RESULT_FILE
+from trade_agent.config import Params, params_from_dict, to_plain
+from trade_agent.errors import TrainingError
+from trade_agent.io import canonical_json, read_json, sha256_text, write_json
 
 log = logging.getLogger(__name__)
 
-WORKER_MODULE = "trade_agent.training.worker"
+WORKER_MODULE = "trade_agent.cnn_lstm.distributed.worker"
 
 
 class DistributedRunError(TrainingError):
@@ -178,7 +178,7 @@ def launch_cnn_lstm(
         ConfigError / InputError: bad settings, before any process starts.
         DistributedRunError: a rank reported an error, or every attempt failed.
     """
-    from trade_agent.training.cnn_lstm import inputs_hash, load_window_data
+    from trade_agent.cnn_lstm.stage import inputs_hash, load_window_data
 
     d = params.distributed
     cuda = uses_cuda(params)

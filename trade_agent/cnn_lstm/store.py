@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from trade_agent.cnn_lstm.model import CNNLSTM, CNNLSTMSpec
 from trade_agent.errors import DataSourceError, IntegrityError
 from trade_agent.io import atomic_dir, read_json, write_json
-from trade_agent.models.cnn_lstm import CNNLSTM, CNNLSTMSpec
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"

@@ -1,0 +1,1 @@
+"""Multi-process CNN-LSTM training: DeepSpeed / torchrun launch, workers, engines, process groups."""

@@ -1,0 +1,1 @@
+"""Developer tools that keep the build honest (not imported by any stage)."""

@@ -1,0 +1,1 @@
+"""Stage 4: several agents and hybrids combined into one portfolio (the `ensemble` stage)."""

@@ -1,0 +1,1 @@
+"""Stage 3: the CNN-LSTM encoder inside an RL policy, fine-tuned end to end (the `hybrid` stage)."""

@@ -1,0 +1,2 @@
+"""The market every stage trades in: panels, observations, the one fill/cost simulator,
+trading environments, backtest, trading metrics."""
