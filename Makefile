@@ -10,7 +10,7 @@ export DVC_NO_ANALYTICS := 1
 export OMP_NUM_THREADS ?= 1
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench deps lint clean
 
 PLOTS_TEMPLATE := plots/offline/template.html
 
@@ -42,6 +42,9 @@ bench: install  ## benchmarks, as ratios against baselines measured in the same 
 	$(PIP) -c constraints.txt -e ".[dev,bench]"
 	python benchmarks/run.py
 	python benchmarks/learning.py   # the real pipeline on planted signals (~15 min)
+
+deps: install  ## regenerate dvc.yaml's code deps from the stage scripts' import graph
+	python -m trade_agent.devtools.stage_deps --write
 
 lint: install
 	ruff check trade_agent stages tests benchmarks

@@ -4,8 +4,7 @@ With `distributed.enabled: true` the stage launches DeepSpeed/torchrun processes
 writes the same outputs and registers the model.
 """
 
-from pathlib import Path
-
+from trade_agent import paths
 from trade_agent.cnn_lstm.distributed.launch import launch_cnn_lstm
 from trade_agent.cnn_lstm.registration import register_cnn_lstm
 from trade_agent.cnn_lstm.stage import train_cnn_lstm
@@ -14,10 +13,9 @@ from trade_agent.failures import run_guarded
 from trade_agent.log import setup_logging
 from trade_agent.registry import default_registry
 
-FEATURES = Path("data/features")
-MODEL = Path("models/pipeline/cnn_lstm")
-METRICS = Path("metrics/cnn_lstm.json")
-LIVE = Path("dvclive/cnn_lstm")
+MODEL = paths.pipeline_model(paths.STAGE_1)
+METRICS = paths.METRICS_DIR / "cnn_lstm.json"
+LIVE = paths.LIVE_DIR / "cnn_lstm"
 
 
 def main() -> None:
@@ -26,16 +24,16 @@ def main() -> None:
     if params.distributed.enabled:
         launch_cnn_lstm(
             params,
-            FEATURES,
+            paths.FEATURES_DIR,
             MODEL,
-            run_dir=Path("models/temp/distributed/cnn_lstm"),
-            registry_root=Path("models"),
+            run_dir=paths.CHECKPOINTS / "distributed" / "cnn_lstm",
+            registry_root=paths.REGISTRY_ROOT,
             export_registry=False,
             metrics_path=METRICS,
             live_dir=LIVE,
         )
         return
-    run = train_cnn_lstm(params, FEATURES, MODEL, metrics_path=METRICS, live_dir=LIVE)
+    run = train_cnn_lstm(params, paths.FEATURES_DIR, MODEL, metrics_path=METRICS, live_dir=LIVE)
     # Into the shared store only: registry.json is rewritten by `train`/`models export`.
     register_cnn_lstm(run.model_dir, params, default_registry(params, export=False), run.duration_s)
 

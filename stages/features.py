@@ -1,7 +1,6 @@
 """DVC stage `features`: indicators, labels, chronological splits, fitted preprocessor."""
 
-from pathlib import Path
-
+from trade_agent import paths
 from trade_agent.config import load_params
 from trade_agent.failures import run_guarded
 from trade_agent.features.build import run_features_stage
@@ -11,7 +10,7 @@ from trade_agent.log import setup_logging
 def main() -> None:
     setup_logging()
     params = load_params("params.yaml")
-    run_features_stage(params, Path("data/prepared/market.parquet"), Path("data/features"))
+    run_features_stage(params, paths.MARKET, paths.FEATURES_DIR)
 
 
 if __name__ == "__main__":

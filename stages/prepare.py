@@ -1,7 +1,6 @@
 """DVC stage `prepare`: load the configured market data, validate it, write Parquet."""
 
-from pathlib import Path
-
+from trade_agent import paths
 from trade_agent.config import load_params
 from trade_agent.data.ingest import prepare
 from trade_agent.failures import run_guarded
@@ -11,7 +10,7 @@ from trade_agent.log import setup_logging
 def main() -> None:
     setup_logging()
     params = load_params("params.yaml")
-    prepare(params.data, Path("data/prepared"), params.base.seed)
+    prepare(params.data, paths.PREPARED_DIR, params.base.seed)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def data_overrides(data: str, root: Path) -> tuple[dict[str, Any], list[str]]:
     Raises:
         InputError: the file or dataset directory does not exist.
     """
-    from trade_agent.training.unified_manager import resolve_data
+    from trade_agent.data.ingest import resolve_data
 
     chosen = resolve_data(data)  # the same DATA rules (and errors) as an in-process run
     if chosen.source != "file" or chosen.path is None:

@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +171,12 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_key(settings: Mapping[str, Any], input_files: Sequence[Path] = ()) -> str:
+    """Identity of a training run: the content of its input files and the settings that shape it.
+
+    The one key every resumable run names its checkpoint directory by (CNN-LSTM, distributed
+    CNN-LSTM, agents, hybrids), so a re-run resumes only a run of the same inputs.
+    """
+    return sha256_text(canonical_json({"files": [sha256_file(p) for p in input_files], "settings": settings}))[:16]

@@ -117,6 +117,17 @@ def save_sb3_zip(model: BaseAlgorithm, target: Path) -> Path:
     return target
 
 
+def is_hybrid(spec: Mapping[str, Any]) -> bool:
+    """A hybrid's ``policy.json`` names the features extractor that holds the CNN-LSTM encoder."""
+    return "features_extractor" in spec
+
+
+def policy_model_type(directory: Path) -> str:
+    """``hybrid`` or the agent's algorithm, from the directory's ``policy.json``."""
+    spec = read_json(directory / POLICY_SPEC)
+    return "hybrid" if is_hybrid(spec) else str(spec["algo"])
+
+
 def load_policy(
     directory: Path, extractors: Mapping[str, type[BaseFeaturesExtractor]] | None = None
 ) -> tuple[BasePolicy, dict[str, Any]]:
@@ -130,7 +141,7 @@ def load_policy(
     spec = read_json(directory / POLICY_SPEC)
     policy_class = POLICY_CLASSES[spec["algo"]]
     extra: dict[str, Any] = {}
-    if "features_extractor" in spec:
+    if is_hybrid(spec):
         extractor = spec["features_extractor"]
         known = extractors or {}  # the allow-list of classes a policy.json may name
         if extractor["name"] not in known:

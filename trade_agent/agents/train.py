@@ -33,10 +33,10 @@ from trade_agent.cnn_lstm.model import PROBABILITY_COLUMNS, threshold_weights
 from trade_agent.cnn_lstm.registration import register_cnn_lstm
 from trade_agent.config import Params
 from trade_agent.errors import TrainingInterrupted
-from trade_agent.io import atomic_path, canonical_json, read_json, sha256_file, sha256_text, write_json
-from trade_agent.market.bootstrap import sharpe_interval
+from trade_agent.evaluation.suite import sharpe_bounds
+from trade_agent.io import atomic_path, read_json, run_key, write_json
 from trade_agent.market.observation import Observation, ObservationSpec
-from trade_agent.market.panel import build_panel
+from trade_agent.market.panel import split_panels
 from trade_agent.market.simulator import MarketPanel, SimulatorConfig
 from trade_agent.market.trading_env import VecPortfolioEnv
 from trade_agent.progress import Progress
@@ -65,34 +65,23 @@ def simulator_config(params: Params) -> SimulatorConfig:
 def load_panels(
     params: Params, features_dir: Path, embeddings_path: Path | None, market_path: Path
 ) -> dict[str, MarketPanel]:
-    """Train, val and test panels from the stage outputs."""
-    features = pd.read_parquet(features_dir / "features.parquet")
-    names = read_json(features_dir / "schema.json")["feature_names"]
-    embeddings = pd.read_parquet(embeddings_path) if embeddings_path is not None else None
-    market = pd.read_parquet(market_path)
-    return {
-        split: build_panel(features, names, embeddings, market, split, params.rl.common.window)[0]
-        for split in ("train", "val", "test")
+    """Train, val and test panels from the stage outputs, with the agents' window."""
+    return split_panels(features_dir, embeddings_path, market_path, params.rl.common.window)
+
+
+def checkpoint_dir_for(
+    root: Path, algo: str, params: Params, input_files: list[Path], extra: dict[str, Any] | None = None
+) -> Path:
+    """``root/<algo>/<run key>``: where an agent's (or, with ``extra=`` the hybrid section, a
+    hybrid's) resumable training state lives; ``input_files`` are what the run trains on."""
+    settings = {
+        "algo": algo,
+        "common": asdict(params.rl.common),
+        "algo_params": asdict(getattr(params.rl, algo)),
+        "seed": params.base.seed,
+        "extra": extra or {},
     }
-
-
-def inputs_hash(algo: str, params: Params, input_files: list[Path], extra: dict[str, Any] | None = None) -> str:
-    """Identity of a training run's inputs; names its checkpoint directory.
-
-    ``extra``: further settings that change the run (e.g. the ``hybrid`` section).
-    """
-    return sha256_text(
-        canonical_json(
-            {
-                "algo": algo,
-                "files": [sha256_file(p) for p in input_files],
-                "common": asdict(params.rl.common),
-                "algo_params": asdict(getattr(params.rl, algo)),
-                "seed": params.base.seed,
-                "extra": extra or {},
-            }
-        )
-    )[:16]
+    return root / (f"hybrid_{algo}" if extra else algo) / run_key(settings, input_files)
 
 
 def train_agent(
@@ -200,8 +189,8 @@ def train_agent(
         metrics |= {f"test/{k}": v for k, v in episode_metrics(episode).items()}
         metrics["test/total_reward"] = float(episode.total_reward)
         # The registry grades the bootstrap lower bound too (docs/grading.md).
-        low, high = sharpe_interval(episode.returns, seed=params.base.seed)
-        metrics["test/sharpe_ci_low"], metrics["test/sharpe_ci_high"] = low, high
+        bounds = sharpe_bounds(episode.returns, params.evaluate, params.base.seed)
+        metrics |= {f"test/{k}": v for k, v in bounds.items()}
     agent_dir.mkdir(parents=True, exist_ok=True)
     save_policy(
         model,

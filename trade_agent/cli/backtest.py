@@ -1,7 +1,6 @@
 """``trade-agent backtest`` and ``trade-agent train benchmark``: registered models on market data."""
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,72 +30,21 @@ WorkDirOption = Annotated[Path, typer.Option(help="Restored models and derived d
 COLUMNS = ("sharpe", "sharpe_ci_low", "sharpe_ci_high", "total_return", "cagr", "max_drawdown", "sortino", "turnover")
 
 
-def prepared_market(data: str | None, params: Any, work_dir: Path) -> Path:
-    """A prepared ``market.parquet`` for DATA (validated and aligned like the prepare stage)."""
-    from trade_agent.data.ingest import prepare
-    from trade_agent.training.unified_manager import resolve_data
-
-    if data is None:
-        default = Path("data/prepared/market.parquet")
-        if default.is_file():
-            return default
-        data = "sample"
-    if data.endswith("market.parquet") and Path(data).is_file():
-        return Path(data)
-    source = resolve_data(data)
-    out = work_dir / "prepared"
-    prepare(replace(params.data, source=source.source, path=source.path), out, params.base.seed)
-    return out / "market.parquet"
-
-
 def evaluate_ids(
     model_ids: list[str], data: str | None, split: str, params_file: Path | None, work_dir: Path
 ) -> list[dict[str, Any]]:
     """Metrics of each model (and the baselines) on the same data and split."""
     from trade_agent.config import load_params_or_defaults
-    from trade_agent.evaluation.inference import Inference, Positions
-    from trade_agent.io import read_json
-    from trade_agent.market.backtest import buy_and_hold_weights, equal_weight_weights
-    from trade_agent.market.bootstrap import sharpe_interval
+    from trade_agent.data.ingest import prepared_market
+    from trade_agent.evaluation.inference import evaluate_registered
     from trade_agent.registry import ModelRegistry
 
-    if split not in ("train", "val", "test"):
-        raise InputError(f"--split {split}: use train, val or test")
     params = load_params_or_defaults(params_file)
     registry = ModelRegistry("models", grading=params.grading)
-    ids = [registry.resolve_id(m) for m in model_ids]  # fail fast on a bad id, before any work
-    inference = Inference(registry, params, prepared_market(data, params, work_dir), work_dir)
-    rows: list[dict[str, Any]] = []
-
-    def add(name: str, kind: str, positions: Positions) -> None:
-        result = inference.backtest(positions)
-        low, high = sharpe_interval(
-            result.returns, samples=params.evaluate.bootstrap_samples, block_length=params.evaluate.block_length
-        )
-        costs = {
-            f"sharpe_at_{c:g}bps": inference.backtest(positions, c).metrics["sharpe"]
-            for c in params.evaluate.cost_sensitivity_bps
-        }
-        rows.append(
-            {"model": name, "type": kind, **result.metrics, "sharpe_ci_low": low, "sharpe_ci_high": high, **costs}
-        )
-
-    positions = [inference.positions(m, split) for m in ids]
-    for p in positions:
-        add(p.model_id, p.model_type, p)
-        if p.model_type == "ensemble":  # its best single member (by validation Sharpe) as a baseline
-            members = read_json(inference.restore(p.model_id) / "ensemble.json")["members"]
-            best = max(members, key=lambda m: m["val_sharpe"])["model_id"]
-            add(f"best member of {p.model_id}: {best}", "baseline", inference.positions(best, split))
-    first = positions[0]
-    k = len(first.weights)
-    add("buy_and_hold", "baseline", _with(first, buy_and_hold_weights(first.open, 0, k)))
-    add("equal_weight", "baseline", _with(first, equal_weight_weights(first.open.shape[1], k)))
-    return sorted(rows, key=lambda r: -r["sharpe"])
-
-
-def _with(positions: Any, weights: Any) -> Any:
-    return replace(positions, weights=weights)
+    for model in model_ids:
+        registry.resolve_id(model)  # a bad id fails before any data work
+    market = prepared_market(data, params.data, params.base.seed, work_dir)
+    return evaluate_registered(registry, params, market, work_dir, model_ids, split)
 
 
 def print_rows(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:

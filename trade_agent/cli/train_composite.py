@@ -4,10 +4,9 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
-from trade_agent.cli.backtest import ParamsOption, prepared_market
+from trade_agent.cli.backtest import ParamsOption
 from trade_agent.cli.tables import make_console
 from trade_agent.errors import InputError
 
@@ -45,9 +44,11 @@ def hybrid(
     same actions as the agent before fine-tuning), fine-tune on DATA, register with lineage."""
     from dataclasses import asdict, replace
 
-    from trade_agent.agents.train import inputs_hash
+    from trade_agent.agents.train import checkpoint_dir_for
     from trade_agent.config import load_params_or_defaults
-    from trade_agent.evaluation.inference import AGENTS, Inference
+    from trade_agent.config.rl import ALGOS
+    from trade_agent.data.ingest import prepared_market
+    from trade_agent.evaluation.inference import Inference
     from trade_agent.hybrid.stage import register_hybrid, train_hybrid
     from trade_agent.log import setup_logging
     from trade_agent.registry import ModelRegistry
@@ -64,7 +65,7 @@ def hybrid(
         params = replace(params, hybrid=replace(params.hybrid, total_timesteps=timesteps))
     registry = ModelRegistry("models", grading=params.grading)
     agent = registry.get_model(rl_model)
-    if agent.model_type not in AGENTS:
+    if agent.model_type not in ALGOS:
         raise InputError(f"--rl-model {agent.model_id}: is a {agent.model_type} model; pass a ppo, sac or td3 id")
     upstream = agent.dependencies[0]
     if cnn_lstm_model is not None and registry.resolve_id(cnn_lstm_model) != upstream:
@@ -73,7 +74,9 @@ def hybrid(
             "a hybrid must use that CNN-LSTM (omit the option)"
         )
     registry.check_upstream([agent.model_id])  # the agent and its CNN-LSTM, before any data work
-    inference = Inference(registry, params, prepared_market(data, params, output_dir), output_dir)
+    inference = Inference(
+        registry, params, prepared_market(data, params.data, params.base.seed, output_dir), output_dir
+    )
     cnn_lstm_dir, agent_dir = inference.restore(upstream), inference.restore(agent.model_id)
     features = inference.features_dir(cnn_lstm_dir)  # DATA scaled by the model's own preprocessor
     algo = agent.model_type
@@ -86,9 +89,13 @@ def hybrid(
         agent_dir,
         output_dir / "model",
         output_dir / "metrics.json",
-        checkpoint_dir=Path("models/temp")
-        / f"hybrid_{algo}"
-        / inputs_hash(algo, params, [features / "features.parquet", agent_dir / "policy.pt"], asdict(params.hybrid)),
+        checkpoint_dir=checkpoint_dir_for(
+            Path("models/temp"),
+            algo,
+            params,
+            [features / "features.parquet", agent_dir / "policy.pt"],
+            asdict(params.hybrid),
+        ),
     )
     model_id = register_hybrid(run, params, cnn_lstm_dir, agent_dir, registry)
     _report(model_id, run.metrics, registry.get_model(model_id).performance_grade, as_json)
@@ -107,7 +114,10 @@ def ensemble(
     from dataclasses import replace
 
     from trade_agent.config import load_params_or_defaults
-    from trade_agent.ensemble.stage import Member, MemberRuns, build_ensemble, register_ensemble
+    from trade_agent.config.rl import ALGOS
+    from trade_agent.data.ingest import prepared_market
+    from trade_agent.ensemble.combine import MemberRuns
+    from trade_agent.ensemble.stage import Member, build_ensemble, register_ensemble
     from trade_agent.evaluation.inference import Inference
     from trade_agent.log import setup_logging
     from trade_agent.registry import ModelRegistry
@@ -119,22 +129,21 @@ def ensemble(
     registry = ModelRegistry("models", grading=params.grading)
     ids = [registry.resolve_id(m.strip()) for m in models.split(",") if m.strip()]
     entries = [registry.get_model(i) for i in ids]
-    wrong = [e.model_id for e in entries if e.model_type not in ("ppo", "sac", "td3", "hybrid", "ensemble")]
+    wrong = [e.model_id for e in entries if e.model_type not in (*ALGOS, "hybrid", "ensemble")]
     if wrong:
         raise InputError(f"--models {wrong[0]}: ensembles combine agents and hybrids (a CNN-LSTM has no policy)")
     registry.check_upstream(ids)
-    inference = Inference(registry, params, prepared_market(data, params, output_dir), output_dir)
+    inference = Inference(
+        registry, params, prepared_market(data, params.data, params.base.seed, output_dir), output_dir
+    )
     runs: dict[str, Any] = {}
     for split in ("val", "test"):
         positions = [inference.positions(i, split) for i in ids]
         shapes = {p.weights.shape for p in positions}
         if len(shapes) > 1:
             raise InputError("the members see different bars or assets on this data; train them on the same symbols")
-        runs[split] = MemberRuns(
-            np.stack([p.weights for p in positions]),
-            [inference.backtest(p) for p in positions],
-            positions[0].open,
-            positions[0].close,
+        runs[split] = MemberRuns.backtested(
+            [p.weights for p in positions], positions[0].open, positions[0].close, positions[0].common
         )
     members = [Member(e.model_id, e.model_type, e.model_id) for e in entries]
     run = build_ensemble(
@@ -145,6 +154,7 @@ def ensemble(
         positions[0].common,  # the loop's last split is test
         output_dir / "model",
         output_dir / "metrics.json",
+        evaluate=params.evaluate,
         seed=params.base.seed,
     )
     model_id = register_ensemble(run, params, registry)

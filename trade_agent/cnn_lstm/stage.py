@@ -25,7 +25,7 @@ from trade_agent.cnn_lstm.trainer import CHECKPOINT_FILE, CNNLSTMTrainer, Parall
 from trade_agent.cnn_lstm.windows import WindowData
 from trade_agent.config import Params
 from trade_agent.errors import ConfigError, DataSourceError
-from trade_agent.io import canonical_json, read_json, sha256_file, sha256_text, write_json
+from trade_agent.io import read_json, run_key, sha256_file, write_json
 from trade_agent.paths import FEATURES_FILE, SCHEMA_FILE
 from trade_agent.threads import use_threads
 
@@ -58,22 +58,14 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
 
 
-def inputs_hash(params: Params, features_dir: Path) -> str:
-    """Identity of a training run's inputs: data, schema, stage params and seed.
-
-    Names the checkpoint directory, so a re-run resumes only a run of the same inputs.
-    """
-    return sha256_text(
-        canonical_json(
-            {
-                "data": sha256_file(features_dir / FEATURES_FILE),
-                "schema": read_json(features_dir / SCHEMA_FILE),
-                "cnn_lstm": asdict(params.cnn_lstm),
-                "seed": params.base.seed,
-                "device": params.base.device,
-            }
-        )
-    )[:16]
+def run_settings(params: Params, features_dir: Path) -> dict[str, Any]:
+    """What shapes a CNN-LSTM run besides the features' content: schema, stage params, seed, device."""
+    return {
+        "schema": read_json(features_dir / SCHEMA_FILE),
+        "cnn_lstm": asdict(params.cnn_lstm),
+        "seed": params.base.seed,
+        "device": params.base.device,
+    }
 
 
 def load_window_data(features_dir: Path) -> tuple[WindowData, dict[str, Any]]:
@@ -137,7 +129,9 @@ def train_cnn_lstm(
         _warm_start(model, init_from)
 
     if checkpoint_dir is None and checkpoint_root is not None:
-        checkpoint_dir = checkpoint_root / "cnn_lstm" / inputs_hash(params, features_dir)
+        checkpoint_dir = (
+            checkpoint_root / "cnn_lstm" / run_key(run_settings(params, features_dir), [features_dir / FEATURES_FILE])
+        )
     if checkpoint_dir is not None and not resume:
         (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     live = _open_live(live_dir) if ranks.is_main else None

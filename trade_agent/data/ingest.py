@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ from trade_agent.data.sample import SAMPLE_SYMBOLS, sample_file
 from trade_agent.data.schema import SYMBOL, TIMESTAMP
 from trade_agent.data.synthetic import SyntheticSpec, bayes_directional_accuracy, generate_synthetic
 from trade_agent.data.validation import ValidationReport, validate_market_table
-from trade_agent.errors import DataValidationError
+from trade_agent.errors import DataValidationError, InputError
 from trade_agent.io import atomic_path, sha256_file, write_json, write_parquet
+from trade_agent.paths import MARKET
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +181,43 @@ def export_dataset(frame: pd.DataFrame, report: IngestReport, out_dir: Path, fmt
         {**report.to_dict(), "file": path.name, "sha256": sha256_file(path), "columns": list(frame.columns)},
     )
     return path
+
+
+def resolve_data(data_path: str) -> DataConfig:
+    """Map the DATA argument onto a ``data`` params section.
+
+    Raises:
+        InputError: the path does not exist or a dataset directory holds no dataset file.
+    """
+    if data_path == "sample":
+        return DataConfig(source="sample")
+    if data_path == "synthetic":
+        return DataConfig(source="synthetic")
+    path = Path(data_path)
+    if path.is_dir():
+        found = [p for p in (path / "dataset.parquet", path / "dataset.csv") if p.is_file()]
+        if not found:
+            raise InputError(f"{path}: no dataset.csv or dataset.parquet inside; run `trade-agent data pipeline -r`")
+        path = found[0]
+    if not path.is_file():
+        raise InputError(f"{data_path}: no such file; pass a CSV/Parquet file, a dataset directory or 'sample'")
+    return DataConfig(source="file", path=str(path))
+
+
+def prepared_market(data: str | None, config: DataConfig, seed: int, work_dir: Path) -> Path:
+    """A prepared ``market.parquet`` for DATA (validated and aligned like the prepare stage).
+
+    ``None`` means the pipeline's own prepared bars when they exist, else the sample data;
+    a path ending in ``market.parquet`` is used as it is; anything else goes through
+    :func:`resolve_data` and :func:`prepare` into ``work_dir/prepared``.
+    """
+    if data is None:
+        if MARKET.is_file():
+            return MARKET
+        data = "sample"
+    if data.endswith("market.parquet") and Path(data).is_file():
+        return Path(data)
+    source = resolve_data(data)
+    out = work_dir / "prepared"
+    prepare(replace(config, source=source.source, path=source.path), out, seed)
+    return out / "market.parquet"

@@ -19,11 +19,19 @@ each was trained; the ensemble's own fills and costs come from the backtester.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trade_agent.config.ensemble import EnsembleConfig
-from trade_agent.errors import ConfigError
+from trade_agent.config.loader import from_mapping
+from trade_agent.config.rl import RLCommonConfig
+from trade_agent.errors import ConfigError, DataSourceError
+from trade_agent.evaluation.suite import run_backtest
+from trade_agent.io import read_json
+from trade_agent.market.backtest import BacktestResult
 from trade_agent.type_aliases import FloatArray
 
 
@@ -96,3 +104,71 @@ def diversity(member_weights: FloatArray) -> float:
         float(np.corrcoef(a, b)[0, 1]) for a, b in itertools.combinations(flat, 2) if a.std() > 0 and b.std() > 0
     ]
     return 1.0 - float(np.mean(correlations)) if correlations else 0.0
+
+
+ENSEMBLE_SPEC = "ensemble.json"
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """``ensemble.json``: the combination as trained, which every later use must repeat.
+
+    ``members``: name, model_type, model_id, val_sharpe, softmax_weight, test_sharpe.
+    """
+
+    config: EnsembleConfig
+    members: list[dict[str, Any]]
+
+    @property
+    def val_sharpes(self) -> FloatArray:
+        return np.array([float(m["val_sharpe"]) for m in self.members])
+
+    @property
+    def names(self) -> list[str]:
+        return [str(m["name"]) for m in self.members]
+
+    @classmethod
+    def load(cls, directory: Path) -> EnsembleSpec:
+        """Read and check ``directory/ensemble.json`` (untrusted: the config goes through the strict loader).
+
+        Raises:
+            DataSourceError: the file is missing or malformed.
+        """
+        path = directory / ENSEMBLE_SPEC
+        if not path.is_file():
+            raise DataSourceError(f"{path} not found; not an ensemble directory")
+        raw = read_json(path)
+        members = raw.get("members") if isinstance(raw, dict) else None
+        if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, dict) for m in members):
+            raise DataSourceError(f"{path}: 'members' must list two or more members")
+        for i, member in enumerate(members):
+            if not isinstance(member.get("name"), str) or not isinstance(member.get("val_sharpe"), int | float):
+                raise DataSourceError(f"{path}: members[{i}] needs a string 'name' and a numeric 'val_sharpe'")
+        return cls(from_mapping(EnsembleConfig, raw.get("config", {}), "ensemble.json config"), members)
+
+
+@dataclass
+class MemberRuns:
+    """Members' targets ``(M, K, N)`` on one split, their stand-alone backtests, and the prices."""
+
+    weights: FloatArray
+    results: list[BacktestResult]
+    open: FloatArray
+    close: FloatArray
+
+    @classmethod
+    def backtested(
+        cls, member_weights: list[FloatArray], open_: FloatArray, close: FloatArray, common: RLCommonConfig
+    ) -> MemberRuns:
+        """Each member's targets through the backtester on the same prices and execution settings."""
+        weights = np.stack(member_weights)
+        return cls(weights, [run_backtest(w, open_, close, common) for w in weights], open_, close)
+
+
+def ensemble_targets(
+    runs: MemberRuns, val_sharpes: FloatArray, config: EnsembleConfig, common: RLCommonConfig
+) -> FloatArray:
+    """The ensemble's targets ``(K, N)``: the one combination used by the stage, evaluation, inference and CLI."""
+    member_returns = np.stack([r.returns for r in runs.results])
+    combined, _ = combine(runs.weights, val_sharpes, config, member_returns, common.max_leverage)
+    return combined

@@ -17,23 +17,31 @@ from typing import Any
 
 import numpy as np
 
+from trade_agent.agents.policy_io import policy_model_type
 from trade_agent.config import Params
 from trade_agent.config.ensemble import EnsembleConfig
+from trade_agent.config.evaluation import EvaluateConfig
 from trade_agent.config.rl import RLCommonConfig
-from trade_agent.ensemble.combine import combine, directional_accuracy, diversity, softmax_weights
+from trade_agent.ensemble.combine import (
+    ENSEMBLE_SPEC,
+    MemberRuns,
+    directional_accuracy,
+    diversity,
+    ensemble_targets,
+    softmax_weights,
+)
 from trade_agent.errors import InputError
-from trade_agent.evaluation.positions import SplitData, policy_weights
-from trade_agent.io import read_json, write_json
-from trade_agent.market.backtest import BacktestResult, backtest
-from trade_agent.market.bootstrap import sharpe_interval
+from trade_agent.evaluation.positions import policy_weights
+from trade_agent.evaluation.suite import run_backtest, sharpe_bounds
+from trade_agent.io import write_json
+from trade_agent.market.backtest import BacktestResult
+from trade_agent.market.panel import SplitData
 from trade_agent.progress import Progress
 from trade_agent.registry import ModelRegistry
 from trade_agent.threads import use_threads
 from trade_agent.type_aliases import FloatArray
 
 log = logging.getLogger(__name__)
-
-ENSEMBLE_SPEC = "ensemble.json"
 
 
 @dataclass
@@ -44,22 +52,6 @@ class EnsembleRun:
     duration_s: float
 
 
-def member_type(directory: Path) -> str:
-    """``hybrid`` for a policy with a features extractor, else the agent's algorithm."""
-    spec = read_json(directory / "policy.json")
-    return "hybrid" if "features_extractor" in spec else str(spec["algo"])
-
-
-@dataclass
-class MemberRuns:
-    """Members' targets ``(M, K, N)`` on one split, their stand-alone backtests, and the prices."""
-
-    weights: FloatArray
-    results: list[BacktestResult]
-    open: FloatArray
-    close: FloatArray
-
-
 def run_members(directories: list[Path], data: SplitData, common: RLCommonConfig) -> MemberRuns:
     """Each member directory run stand-alone over ``data``."""
     open_, close, _, _ = data.prices()
@@ -68,26 +60,21 @@ def run_members(directories: list[Path], data: SplitData, common: RLCommonConfig
         for i, directory in enumerate(directories, 1):
             members.append(policy_weights(directory, data, common))
             progress.update(i, directory.name)
-    weights = np.stack(members)
-    return MemberRuns(weights, [_backtest(w, open_, close, common) for w in weights], open_, close)
-
-
-def _backtest(weights: FloatArray, open_: FloatArray, close: FloatArray, common: RLCommonConfig) -> BacktestResult:
-    return backtest(weights, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage)
+    return MemberRuns.backtested(members, open_, close, common)
 
 
 def ensemble_backtest(
-    config: EnsembleConfig, runs: MemberRuns, val_sharpes: FloatArray, common: RLCommonConfig, seed: int = 0
+    config: EnsembleConfig,
+    runs: MemberRuns,
+    val_sharpes: FloatArray,
+    common: RLCommonConfig,
+    evaluate: EvaluateConfig,
+    seed: int,
 ) -> tuple[BacktestResult, dict[str, float]]:
     """Combine, backtest and add the bootstrap Sharpe interval (graded) and the ensemble's
     own measures (accuracy, diversity; reported, not graded)."""
-    member_returns = np.stack([r.returns for r in runs.results])
-    combined, _ = combine(runs.weights, val_sharpes, config, member_returns, common.max_leverage)
-    result = _backtest(combined, runs.open, runs.close, common)
-    low, high = sharpe_interval(result.returns, seed=seed)
-    extra = {
-        "sharpe_ci_low": low,
-        "sharpe_ci_high": high,
+    result = run_backtest(ensemble_targets(runs, val_sharpes, config, common), runs.open, runs.close, common)
+    extra = sharpe_bounds(result.returns, evaluate, seed) | {
         "ensemble_accuracy": directional_accuracy(result.weights, runs.open, runs.close, 0),
         "diversity": diversity(runs.weights),
         "best_member_sharpe": max(r.metrics["sharpe"] for r in runs.results),
@@ -110,11 +97,12 @@ def build_ensemble(
     common: RLCommonConfig,
     out_dir: Path,
     metrics_path: Path | None = None,
+    evaluate: EvaluateConfig | None = None,
     seed: int = 0,
 ) -> EnsembleRun:
     """Validation Sharpe per member, the combination on both splits, the ensemble directory.
 
-    ``seed`` seeds the bootstrap of the combined returns' Sharpe interval (``params.base.seed``).
+    ``evaluate`` and ``seed`` set the bootstrap of the Sharpe interval (``params.evaluate``, ``params.base.seed``).
 
     Raises:
         InputError: fewer than two members.
@@ -123,8 +111,9 @@ def build_ensemble(
     if len(members) < 2:
         raise InputError(f"an ensemble needs at least two members, got {len(members)}; train more agents first")
     val_sharpes = np.array([r.metrics["sharpe"] for r in val.results])
-    result, extra = ensemble_backtest(config, test, val_sharpes, common, seed)
-    val_result, val_extra = ensemble_backtest(config, val, val_sharpes, common, seed)
+    evaluate = evaluate or EvaluateConfig()
+    result, extra = ensemble_backtest(config, test, val_sharpes, common, evaluate, seed)
+    val_result, val_extra = ensemble_backtest(config, val, val_sharpes, common, evaluate, seed)
     metrics = {f"val/{k}": v for k, v in (val_result.metrics | val_extra).items()} | {
         f"test/{k}": v for k, v in (result.metrics | extra).items()
     }
@@ -168,10 +157,19 @@ def train_ensemble(
         for split in ("val", "test")
     }
     members = [
-        Member(d.name, member_type(d), registry.id_of(member_type(d), d) if registry else None) for d in member_dirs
+        Member(d.name, policy_model_type(d), registry.id_of(policy_model_type(d), d) if registry else None)
+        for d in member_dirs
     ]
     return build_ensemble(
-        params.ensemble, members, runs["val"], runs["test"], common, out_dir, metrics_path, seed=params.base.seed
+        params.ensemble,
+        members,
+        runs["val"],
+        runs["test"],
+        common,
+        out_dir,
+        metrics_path,
+        evaluate=params.evaluate,
+        seed=params.base.seed,
     )
 
 

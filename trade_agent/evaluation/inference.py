@@ -13,26 +13,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from trade_agent.cnn_lstm.embed import run_embed_stage
 from trade_agent.cnn_lstm.store import PREPROCESSOR_DIR
 from trade_agent.config import Params
-from trade_agent.config.ensemble import EnsembleConfig
-from trade_agent.config.rl import RLCommonConfig
-from trade_agent.ensemble.combine import combine
+from trade_agent.config.rl import ALGOS, RLCommonConfig
+from trade_agent.ensemble.combine import EnsembleSpec, MemberRuns, ensemble_targets
 from trade_agent.errors import InputError
-from trade_agent.evaluation.positions import SplitData, cnn_lstm_weights, policy_weights
+from trade_agent.evaluation.positions import cnn_lstm_weights, policy_weights
+from trade_agent.evaluation.suite import metrics_suite, run_backtest
 from trade_agent.features.build import cached_features
-from trade_agent.io import read_json
-from trade_agent.market.backtest import BacktestResult, backtest
+from trade_agent.market.backtest import buy_and_hold_weights, equal_weight_weights
+from trade_agent.market.panel import SPLITS, SplitData
 from trade_agent.registry import ModelRegistry
 from trade_agent.type_aliases import FloatArray
 
 log = logging.getLogger(__name__)
-
-AGENTS = ("ppo", "sac", "td3")
 
 
 @dataclass
@@ -87,7 +86,7 @@ class Inference:
         if kind == "cnn_lstm":
             data = self.data(directory, split)
             weights = cnn_lstm_weights(data, self.params.evaluate.cnn_lstm_threshold, common.max_leverage)
-        elif kind in AGENTS:
+        elif kind in ALGOS:
             data = self.data(self.restore(entry.dependencies[0]), split)
             weights = policy_weights(directory, data, common)
         elif kind == "hybrid":
@@ -107,20 +106,50 @@ class Inference:
         return self.params.rl.common
 
     def _ensemble(self, model_id: str, directory: Path, split: str) -> Positions:
-        spec = read_json(directory / "ensemble.json")
-        members = [self.positions(m["model_id"], split) for m in spec["members"]]
+        spec = EnsembleSpec.load(directory)
+        members = [self.positions(m["model_id"], split) for m in spec.members]
         first = members[0]
         if any(m.weights.shape != first.weights.shape or m.symbols != first.symbols for m in members):
             raise InputError(f"{model_id}: members see different bars or symbols on this data; use aligned data")
-        stacked = np.stack([m.weights for m in members])
-        returns = np.stack([self.backtest(m).returns for m in members])
-        config = EnsembleConfig(**spec["config"])
-        val_sharpes = np.array([m["val_sharpe"] for m in spec["members"]])
-        combined, _ = combine(stacked, val_sharpes, config, returns, first.common.max_leverage)
+        runs = MemberRuns.backtested([m.weights for m in members], first.open, first.close, first.common)
+        combined = ensemble_targets(runs, spec.val_sharpes, spec.config, first.common)
         return replace(first, model_id=model_id, model_type="ensemble", weights=combined)
 
-    @staticmethod
-    def backtest(positions: Positions, cost_bps: float | None = None) -> BacktestResult:
-        c = positions.common
-        cost, slippage = (c.cost_bps, c.slippage_bps) if cost_bps is None else (cost_bps, 0.0)
-        return backtest(positions.weights, positions.open, positions.close, 0, cost, slippage, c.max_leverage)
+
+def evaluate_registered(
+    registry: ModelRegistry, params: Params, market: Path, work_dir: Path, model_ids: list[str], split: str
+) -> list[dict[str, Any]]:
+    """The metrics suite of each registered model and of the baselines on one split, ranked by Sharpe.
+
+    The same suite and bootstrap settings as the ``evaluate`` stage (``params.evaluate``,
+    ``params.base.seed``), so a pipeline model gets the numbers ``reports/evaluation.md`` shows.
+    An ensemble brings its best member by validation Sharpe as a baseline.
+
+    Raises:
+        InputError: an unknown split; ModelNotFoundError: an unknown id (before any work).
+    """
+    if split not in SPLITS:
+        raise InputError(f"--split {split}: use {', '.join(SPLITS)}")
+    ids = [registry.resolve_id(m) for m in model_ids]  # fail fast on a bad id, before any work
+    inference = Inference(registry, params, market, work_dir)
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, kind: str, positions: Positions) -> None:
+        result = run_backtest(positions.weights, positions.open, positions.close, positions.common)
+        suite = metrics_suite(
+            result, positions.open, positions.close, positions.common, params.evaluate, params.base.seed
+        )
+        rows.append({"model": name, "type": kind, **suite})
+
+    positions = [inference.positions(m, split) for m in ids]
+    for p in positions:
+        add(p.model_id, p.model_type, p)
+        if p.model_type == "ensemble":
+            spec = EnsembleSpec.load(inference.restore(p.model_id))
+            best = str(spec.members[int(np.argmax(spec.val_sharpes))]["model_id"])
+            add(f"best member of {p.model_id}: {best}", "baseline", inference.positions(best, split))
+    first = positions[0]
+    k = len(first.weights)
+    add("buy_and_hold", "baseline", replace(first, weights=buy_and_hold_weights(first.open, 0, k)))
+    add("equal_weight", "baseline", replace(first, weights=equal_weight_weights(first.open.shape[1], k)))
+    return sorted(rows, key=lambda r: -r["sharpe"])

@@ -12,70 +12,26 @@ be compared, combined and backtested on the same prices:
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from trade_agent.agents.evaluation import run_episode
-from trade_agent.agents.policy_io import load_policy
+from trade_agent.agents.policy_io import is_hybrid, load_policy
 from trade_agent.cnn_lstm.model import PROBABILITY_COLUMNS, threshold_weights
 from trade_agent.config.rl import RLCommonConfig
 from trade_agent.errors import DataSourceError
 from trade_agent.hybrid.model import EXTRACTORS
-from trade_agent.io import read_json
 from trade_agent.market.observation import Observation
-from trade_agent.market.panel import build_panel
-from trade_agent.market.simulator import MarketPanel, PortfolioSimulator, SimulatorConfig
+from trade_agent.market.panel import SplitData
+from trade_agent.market.simulator import PortfolioSimulator, SimulatorConfig
 from trade_agent.type_aliases import FloatArray
-
-
-@dataclass
-class SplitData:
-    """One split of the stage outputs: scaled features, optional embeddings, prices."""
-
-    features: pd.DataFrame
-    feature_names: list[str]
-    embeddings: pd.DataFrame | None
-    market: pd.DataFrame
-    split: str
-
-    @classmethod
-    def load(cls, features_dir: Path, embeddings_path: Path | None, market_path: Path, split: str) -> SplitData:
-        for path in (features_dir / "features.parquet", features_dir / "schema.json", market_path):
-            if not path.is_file():
-                raise DataSourceError(f"{path} not found; run `dvc repro` (or `trade-agent data pipeline -r`) first")
-        return cls(
-            pd.read_parquet(features_dir / "features.parquet"),
-            read_json(features_dir / "schema.json")["feature_names"],
-            pd.read_parquet(embeddings_path) if embeddings_path is not None else None,
-            pd.read_parquet(market_path),
-            split,
-        )
-
-    def panel(self, window: int, with_embeddings: bool) -> MarketPanel:
-        embeddings = self.embeddings if with_embeddings else None
-        if with_embeddings and embeddings is None:
-            raise DataSourceError("this model needs the CNN-LSTM embeddings of the data; none were given")
-        return build_panel(self.features, self.feature_names, embeddings, self.market, self.split, window)[0]
-
-    def prices(self) -> tuple[FloatArray, FloatArray, pd.DatetimeIndex, list[str]]:
-        """``(open, close)`` of the split's bars ``(S, N)``, their timestamps and symbols."""
-        return self._prices
-
-    @functools.cached_property
-    def _prices(self) -> tuple[FloatArray, FloatArray, pd.DatetimeIndex, list[str]]:
-        # Asked for by every model evaluated on the split: merge the frames once.
-        panel, times, symbols = build_panel(self.features, self.feature_names, None, self.market, self.split, 1)
-        return panel.open, panel.close, times, symbols
 
 
 def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> FloatArray:
     """Targets of a stage-2 agent (``policy.json`` without extractor) or a hybrid over the split."""
     policy, spec = load_policy(model_dir, EXTRACTORS)
-    hybrid = "features_extractor" in spec
+    hybrid = is_hybrid(spec)
     observation = Observation.from_json(spec["observation"]) if "observation" in spec else None
     if hybrid:
         window = spec["features_extractor"]["kwargs"]["spec"]["sequence_length"]

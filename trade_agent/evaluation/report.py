@@ -17,20 +17,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trade_agent.agents.policy_io import policy_model_type
 from trade_agent.config import Params
-from trade_agent.ensemble.combine import combine, directional_accuracy, diversity
-from trade_agent.evaluation.positions import SplitData, cnn_lstm_weights, policy_weights
-from trade_agent.io import atomic_path, read_json, write_json
-from trade_agent.market.backtest import BacktestResult, backtest, buy_and_hold_weights, equal_weight_weights
-from trade_agent.market.bootstrap import sharpe_interval
+from trade_agent.ensemble.combine import EnsembleSpec, MemberRuns, directional_accuracy, diversity, ensemble_targets
+from trade_agent.evaluation.positions import cnn_lstm_weights, policy_weights
+from trade_agent.evaluation.suite import metrics_suite, run_backtest
+from trade_agent.io import atomic_path, write_json
+from trade_agent.market.backtest import BacktestResult, buy_and_hold_weights, equal_weight_weights
+from trade_agent.market.panel import SplitData
 from trade_agent.paths import (
     EMBEDDINGS,
+    ENSEMBLE,
     FEATURES_DIR,
     MARKET,
     METRICS_DIR,
     PIPELINE_MODELS,
     PLOTS_DIR,
     REPORTS_DIR,
+    STAGE_1,
     pipeline_models,
 )
 from trade_agent.threads import use_threads
@@ -59,60 +63,39 @@ class EvaluationInputs:
     models_root: Path = PIPELINE_MODELS
 
 
-def _suite(result: BacktestResult, params: Params, open_: FloatArray, close: FloatArray) -> dict[str, float]:
-    common, evaluate = params.rl.common, params.evaluate
-    low, high = sharpe_interval(
-        result.returns, samples=evaluate.bootstrap_samples, block_length=evaluate.block_length, seed=params.base.seed
-    )
-    metrics = dict(result.metrics) | {"sharpe_ci_low": low, "sharpe_ci_high": high}
-    for bps in evaluate.cost_sensitivity_bps:
-        at = backtest(result.weights, open_, close, 0, bps, 0.0, common.max_leverage)
-        metrics[f"sharpe_at_{bps:g}bps"] = at.metrics["sharpe"]
-        metrics[f"total_return_at_{bps:g}bps"] = at.metrics["total_return"]
-    return metrics
-
-
 def evaluate_models(params: Params, inputs: EvaluationInputs) -> list[ModelReport]:
     """Backtest every pipeline model and baseline on ``params.evaluate.split``."""
     common, split = params.rl.common, params.evaluate.split
     data = SplitData.load(inputs.features_dir, inputs.embeddings, inputs.market, split)
     open_, close, _, _ = data.prices()
     k, n = len(open_) - 1, open_.shape[1]
-
-    def run(weights: FloatArray) -> BacktestResult:
-        return backtest(weights, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage)
-
     weights: dict[str, tuple[str, FloatArray]] = {}
     models = pipeline_models(params.rl.algos, params.hybrid.algos, inputs.models_root)
     for name, directory in models.items():
-        if name == "cnn_lstm":
-            weights[name] = (
-                "cnn_lstm",
-                cnn_lstm_weights(data, params.evaluate.cnn_lstm_threshold, common.max_leverage),
-            )
-        elif name != "ensemble":
-            weights[name] = ("hybrid" if name.startswith("hybrid_") else name, policy_weights(directory, data, common))
+        if name == STAGE_1:
+            weights[name] = (STAGE_1, cnn_lstm_weights(data, params.evaluate.cnn_lstm_threshold, common.max_leverage))
+        elif name != ENSEMBLE:
+            weights[name] = (policy_model_type(directory), policy_weights(directory, data, common))
     extra: dict[str, dict[str, float]] = {}
-    if "ensemble" in models:
-        spec = read_json(models["ensemble"] / "ensemble.json")
-        members = [m["name"] for m in spec["members"]]
-        stacked = np.stack([weights[m][1] for m in members])
-        member_returns = np.stack([run(w).returns for w in stacked])
-        val_sharpes = np.array([m["val_sharpe"] for m in spec["members"]])
-        combined, _ = combine(stacked, val_sharpes, params.ensemble, member_returns, common.max_leverage)
-        weights["ensemble"] = ("ensemble", combined)
-        extra["ensemble"] = {
+    if ENSEMBLE in models:
+        # The combination as trained (ensemble.json), not as params.yaml says today.
+        spec = EnsembleSpec.load(models[ENSEMBLE])
+        runs = MemberRuns.backtested([weights[m][1] for m in spec.names], open_, close, common)
+        combined = ensemble_targets(runs, spec.val_sharpes, spec.config, common)
+        weights[ENSEMBLE] = (ENSEMBLE, combined)
+        extra[ENSEMBLE] = {
             "ensemble_accuracy": directional_accuracy(combined, open_, close, 0),
-            "diversity": diversity(stacked),
+            "diversity": diversity(runs.weights),
         }
-        best = members[int(np.argmax(val_sharpes))]
+        best = spec.names[int(np.argmax(spec.val_sharpes))]
         weights["best_member"] = (f"baseline: {best}", weights[best][1])
     weights["buy_and_hold"] = ("baseline", buy_and_hold_weights(open_, 0, k))
     weights["equal_weight"] = ("baseline", equal_weight_weights(n, k))
     reports = []
     for name, (kind, w) in weights.items():
-        result = run(w)
-        reports.append(ModelReport(name, kind, result, _suite(result, params, open_, close) | extra.get(name, {})))
+        result = run_backtest(w, open_, close, common)
+        suite = metrics_suite(result, open_, close, common, params.evaluate, params.base.seed)
+        reports.append(ModelReport(name, kind, result, suite | extra.get(name, {})))
     return reports
 
 

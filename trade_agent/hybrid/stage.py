@@ -14,7 +14,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
@@ -37,7 +36,7 @@ from trade_agent.hybrid.model import (
     warm_start_heads,
 )
 from trade_agent.io import read_json, write_json
-from trade_agent.market.panel import build_panel
+from trade_agent.market.panel import split_panels
 from trade_agent.market.simulator import MarketPanel, SimulatorConfig
 from trade_agent.registry import ModelRegistry
 
@@ -48,13 +47,7 @@ HYBRID_SPEC = "hybrid.json"
 
 def hybrid_panels(features_dir: Path, market_path: Path, sequence_length: int) -> dict[str, MarketPanel]:
     """Raw scaled feature panels with the encoder's window (no precomputed embeddings)."""
-    features = pd.read_parquet(features_dir / "features.parquet")
-    names = read_json(features_dir / "schema.json")["feature_names"]
-    market = pd.read_parquet(market_path)
-    return {
-        split: build_panel(features, names, None, market, split, sequence_length)[0]
-        for split in ("train", "val", "test")
-    }
+    return split_panels(features_dir, None, market_path, sequence_length)
 
 
 class HybridBuilder:

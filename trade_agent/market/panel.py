@@ -9,14 +9,23 @@ earlier bars are inputs only (features are causal), never traded.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass, replace
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from trade_agent.cnn_lstm.model import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
 from trade_agent.data.schema import SYMBOL, TIMESTAMP
-from trade_agent.errors import InsufficientDataError
+from trade_agent.errors import DataSourceError, InsufficientDataError
 from trade_agent.features.splits import SPLIT
+from trade_agent.io import read_json
 from trade_agent.market.simulator import MarketPanel
+from trade_agent.paths import FEATURES_FILE, SCHEMA_FILE
+from trade_agent.type_aliases import FloatArray
+
+SPLITS = ("train", "val", "test")
 
 
 def context_columns(embeddings: pd.DataFrame) -> list[str]:
@@ -74,3 +83,51 @@ def build_panel(
         context_names=tuple(context),
     )
     return panel, times[first : last + 1], symbols
+
+
+@dataclass
+class SplitData:
+    """One split of the stage outputs: scaled features, optional embeddings, prices."""
+
+    features: pd.DataFrame
+    feature_names: list[str]
+    embeddings: pd.DataFrame | None
+    market: pd.DataFrame
+    split: str
+
+    @classmethod
+    def load(cls, features_dir: Path, embeddings_path: Path | None, market_path: Path, split: str) -> SplitData:
+        for path in (features_dir / FEATURES_FILE, features_dir / SCHEMA_FILE, market_path):
+            if not path.is_file():
+                raise DataSourceError(f"{path} not found; run `dvc repro` (or `trade-agent data pipeline -r`) first")
+        return cls(
+            pd.read_parquet(features_dir / FEATURES_FILE),
+            read_json(features_dir / SCHEMA_FILE)["feature_names"],
+            pd.read_parquet(embeddings_path) if embeddings_path is not None else None,
+            pd.read_parquet(market_path),
+            split,
+        )
+
+    def panel(self, window: int, with_embeddings: bool) -> MarketPanel:
+        embeddings = self.embeddings if with_embeddings else None
+        if with_embeddings and embeddings is None:
+            raise DataSourceError("this model needs the CNN-LSTM embeddings of the data; none were given")
+        return build_panel(self.features, self.feature_names, embeddings, self.market, self.split, window)[0]
+
+    def prices(self) -> tuple[FloatArray, FloatArray, pd.DatetimeIndex, list[str]]:
+        """``(open, close)`` of the split's bars ``(S, N)``, their timestamps and symbols."""
+        return self._prices
+
+    @functools.cached_property
+    def _prices(self) -> tuple[FloatArray, FloatArray, pd.DatetimeIndex, list[str]]:
+        # Asked for by every model evaluated on the split: merge the frames once.
+        panel, times, symbols = build_panel(self.features, self.feature_names, None, self.market, self.split, 1)
+        return panel.open, panel.close, times, symbols
+
+
+def split_panels(
+    features_dir: Path, embeddings_path: Path | None, market_path: Path, window: int
+) -> dict[str, MarketPanel]:
+    """Train, val and test panels from the stage outputs (with the embeddings when given)."""
+    data = SplitData.load(features_dir, embeddings_path, market_path, SPLITS[0])
+    return {split: replace(data, split=split).panel(window, embeddings_path is not None) for split in SPLITS}

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trade_agent.cnn_lstm.store import PREPROCESSOR_DIR
-from trade_agent.config import DataConfig, Params, load_params_or_defaults, params_from_dict, to_plain
+from trade_agent.config import Params, load_params_or_defaults, params_from_dict, to_plain
+from trade_agent.data.ingest import resolve_data
 from trade_agent.errors import ConfigError, InputError
 from trade_agent.log import setup_logging
 from trade_agent.progress import ProgressCallback, reporting_to
@@ -199,27 +200,6 @@ class TrainingResult:
     checkpoints: list[str] = field(default_factory=list)
     duration: float = 0.0
     exception: BaseException | None = field(default=None, repr=False, compare=False)
-
-
-def resolve_data(data_path: str) -> DataConfig:
-    """Map the DATA argument onto a ``data`` params section.
-
-    Raises:
-        InputError: the path does not exist or a dataset directory holds no dataset file.
-    """
-    if data_path == "sample":
-        return DataConfig(source="sample")
-    if data_path == "synthetic":
-        return DataConfig(source="synthetic")
-    path = Path(data_path)
-    if path.is_dir():
-        found = [p for p in (path / "dataset.parquet", path / "dataset.csv") if p.is_file()]
-        if not found:
-            raise InputError(f"{path}: no dataset.csv or dataset.parquet inside; run `trade-agent data pipeline -r`")
-        path = found[0]
-    if not path.is_file():
-        raise InputError(f"{data_path}: no such file; pass a CSV/Parquet file, a dataset directory or 'sample'")
-    return DataConfig(source="file", path=str(path))
 
 
 def build_params(config: TrainingConfig) -> Params:
@@ -413,7 +393,7 @@ class UnifiedTrainingManager:
         self, training_id: str, config: TrainingConfig, params: Params, out: Path, registry: ModelRegistry
     ) -> TrainingResult:
         """Stage 2 on DATA: the chosen (or a new) CNN-LSTM's features and embeddings, then the agent."""
-        from trade_agent.agents.train import inputs_hash, load_panels, register_agent, train_agent
+        from trade_agent.agents.train import checkpoint_dir_for, load_panels, register_agent, train_agent
         from trade_agent.cnn_lstm.embed import run_embed_stage
         from trade_agent.cnn_lstm.registration import register_cnn_lstm
         from trade_agent.features.build import run_features_stage
@@ -448,7 +428,7 @@ class UnifiedTrainingManager:
             out / "model",
             out / "metrics.json",
             plots_path=out / "equity.tsv",
-            checkpoint_dir=self.checkpoint_root / algo / inputs_hash(algo, params, [market, embeddings]),
+            checkpoint_dir=checkpoint_dir_for(self.checkpoint_root, algo, params, [market, embeddings]),
             resume=bool(config.extra.get("resume", True)),
             keep_checkpoints=bool(config.extra.get("keep_checkpoints", False)),
             tensorboard=config.extra.get("tensorboard"),

@@ -34,9 +34,11 @@ from trade_agent.cnn_lstm.distributed.setup import (
     world_size,
 )
 from trade_agent.cnn_lstm.distributed.worker import ERRORS_DIR, RESULT_FILE
+from trade_agent.cnn_lstm.stage import load_window_data, run_settings
 from trade_agent.config import Params, params_from_dict, to_plain
 from trade_agent.errors import TrainingError
-from trade_agent.io import canonical_json, read_json, sha256_text, write_json
+from trade_agent.io import read_json, run_key, write_json
+from trade_agent.paths import FEATURES_FILE
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +145,10 @@ def _run_launcher(command: list[str], env: dict[str, str], log_path: Path) -> in
         return process.wait()
 
 
-def run_key(params: Params, features_hash: str, world: int) -> str:
-    """Names the checkpoint directory: a relaunch resumes only the same distributed run."""
+def distributed_settings(params: Params, world: int) -> dict[str, Any]:
+    """What else shapes a distributed run: a relaunch resumes only the same layout and precision."""
     d = params.distributed
-    settings = {
+    return {
         "backend": d.backend,
         "world": world,
         "zero_stage": d.zero_stage,
@@ -155,7 +157,6 @@ def run_key(params: Params, features_hash: str, world: int) -> str:
         "precision": precision_of(params),
         "grad_clip": grad_clip_of(params),
     }
-    return f"{features_hash}-{d.backend}-{world}x-{sha256_text(canonical_json(settings))[:8]}"
 
 
 def launch_cnn_lstm(
@@ -178,8 +179,6 @@ def launch_cnn_lstm(
         ConfigError / InputError: bad settings, before any process starts.
         DistributedRunError: a rank reported an error, or every attempt failed.
     """
-    from trade_agent.cnn_lstm.stage import inputs_hash, load_window_data
-
     d = params.distributed
     cuda = uses_cuda(params)
     data, _ = load_window_data(features_dir)
@@ -189,7 +188,8 @@ def launch_cnn_lstm(
     raw = to_plain(params)
     raw["cnn_lstm"]["threads"] = d.threads_per_process
     params = params_from_dict(raw)
-    checkpoint_dir = checkpoint_root / "cnn_lstm" / run_key(params, inputs_hash(params, features_dir), world)
+    settings = run_settings(params, features_dir) | {"distributed": distributed_settings(params, world)}
+    checkpoint_dir = checkpoint_root / "cnn_lstm" / run_key(settings, [features_dir / FEATURES_FILE])
     if not resume and checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,121 @@
+"""The build is precise: a stage's code deps are exactly what its script imports.
+
+``dvc.yaml`` is generated from the import graph (``make deps``); these tests fail when it
+drifts, when an output-neutral module starts computing, and when an edit would re-run a
+stage that cannot be affected (measured with ``dvc status`` on a copy of this checkout).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trade_agent.devtools import stage_deps
+from trade_agent.devtools.stage_deps import OUTPUT_NEUTRAL, code_deps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dvc_yaml_code_deps_equal_the_import_graph() -> None:
+    entries = stage_deps.stage_deps(ROOT)
+    assert {e.stage for e in entries} >= {"prepare", "features", "cnn_lstm", "embed", "rl", "hybrid", "ensemble"}
+    for entry in entries:
+        assert entry.declared == entry.derived, (
+            f"stage {entry.stage}: dvc.yaml lists {sorted(set(entry.declared) - set(entry.derived))} it does not "
+            f"import and misses {sorted(set(entry.derived) - set(entry.declared))}; run `make deps`"
+        )
+    assert stage_deps.main(["--check", "--root", str(ROOT)]) == 0
+
+
+def test_output_neutral_modules_only_word_errors_and_logs() -> None:
+    """They may import the standard library, rich/yaml for printing, and each other; nothing that computes."""
+    allowed_third_party = {"rich", "yaml"}
+    for name in OUTPUT_NEUTRAL:
+        tree = ast.parse((ROOT / name).read_text())
+        for node in ast.walk(tree):
+            modules: list[str] = []
+            if isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            for module in modules:
+                top = module.split(".")[0]
+                if top == "trade_agent":
+                    assert module.replace(".", "/") + ".py" in OUTPUT_NEUTRAL, f"{name} imports {module}"
+                else:
+                    assert top in sys.stdlib_module_names or top in allowed_third_party, f"{name} imports {module}"
+
+
+def test_graph_counts_function_imports_and_skips_type_checking(tmp_path: Path) -> None:
+    package = tmp_path / "trade_agent"
+    (package / "sub").mkdir(parents=True)
+    for name in ("__init__.py", "sub/__init__.py", "errors.py", "typed.py"):
+        (package / name).write_text("")
+    (package / "sub" / "late.py").write_text("X = 1\n")
+    (package / "sub" / "core.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from trade_agent import errors\n"
+        "if TYPE_CHECKING:\n    from trade_agent import typed\n"
+        "def f():\n    from trade_agent.sub.late import X\n    return X\n"
+    )
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "s.py").write_text("import trade_agent.sub.core\n")
+    assert code_deps(tmp_path, Path("stages/s.py")) == [
+        "trade_agent/__init__.py",
+        "trade_agent/sub/__init__.py",
+        "trade_agent/sub/core.py",
+        "trade_agent/sub/late.py",  # imported inside a function: still run
+    ]  # errors.py is output-neutral; typed.py only under TYPE_CHECKING
+
+
+# Module edited -> the stages whose outputs it can change (and so must re-run).
+EXPECTED = {
+    "trade_agent/evaluation/report.py": {"evaluate"},  # the report's layout
+    "trade_agent/ensemble/combine.py": {"ensemble", "evaluate"},  # combines ensemble members
+    "trade_agent/training/unified_manager.py": set(),  # the seed's Python API
+    "trade_agent/registry/release.py": set(),
+    "trade_agent/evaluation/inference.py": set(),  # backtest/predict from the registry
+    "trade_agent/devtools/stage_deps.py": set(),
+    **{f"trade_agent/cli/{p.name}": set() for p in sorted((ROOT / "trade_agent" / "cli").glob("*.py"))},
+}
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_an_edit_reruns_only_the_stages_it_can_affect(tmp_path: Path) -> None:
+    """A copy of this checkout (tracked and new files), a comment appended to each module,
+    then ``dvc status --json``: the stages listing an edited module among their changed deps."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    repo = tmp_path / "clone"
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    for module in EXPECTED:
+        with (repo / module).open("a") as handle:
+            handle.write("# an edit that changes nothing\n")
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=repo, capture_output=True, text=True, check=False
+    )
+    assert status.returncode == 0, status.stderr
+    changed: dict[str, set[str]] = {module: set() for module in EXPECTED}
+    for stage, entries in json.loads(status.stdout).items():
+        for entry in entries:
+            if isinstance(entry, dict):
+                for path in entry.get("changed deps", {}):
+                    if path in changed:
+                        changed[path].add(stage.split(":")[-1].split("@")[0])
+    assert changed == EXPECTED
