@@ -18,8 +18,9 @@ from trade_agent.agents.warm_start import clone_policy, demonstrations
 from trade_agent.cnn_lstm.model import PROBABILITY_COLUMNS, threshold_weights
 from trade_agent.config import params_from_dict
 from trade_agent.errors import ConfigError
-from trade_agent.evaluation.positions import SplitData, policy_weights
+from trade_agent.evaluation.positions import policy_weights
 from trade_agent.market.observation import Observation, ObservationSpec
+from trade_agent.market.panel import SplitData
 from trade_agent.market.trading_env import VecPortfolioEnv
 
 

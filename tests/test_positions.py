@@ -10,8 +10,9 @@ import pandas as pd
 from tests.conftest import tiny_params_dict
 from trade_agent.cnn_lstm.embed import compute_embeddings
 from trade_agent.config import params_from_dict
-from trade_agent.evaluation.positions import SplitData, cnn_lstm_weights, policy_weights
+from trade_agent.evaluation.positions import cnn_lstm_weights, policy_weights
 from trade_agent.hybrid.stage import train_hybrid
+from trade_agent.market.panel import SplitData
 
 
 def test_positions_of_every_model_type_are_walk_forward(tiny_stage2: dict[str, Path], tmp_path: Path) -> None:
