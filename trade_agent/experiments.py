@@ -145,16 +145,32 @@ def run_experiment(root: Path, request: ExperimentRequest) -> ExperimentResult:
         command += ["-C", path]
     command.append(request.stage)
     log.info("dvc experiment %s: %s", name, " ".join(command[3:]))
-    # Stage commands say `python ...`: make it this interpreter, which has trade_agent installed.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
-    returncode, output = _stream(command, root, env)
+    returncode, output = _stream(command, root, _dvc_env())
     log.debug("dvc exp run output:\n%s", output)
     if returncode != 0:
         raise ExperimentFailed(_stage_error(output) or f"dvc exp run failed (exit {returncode}); see logs")
     cached = f"Running stage '{request.stage}'" not in output
     model_id = model_of_experiment(root, name, request)
     return ExperimentResult(name, model_id, cached, output)
+
+
+def _dvc_env() -> dict[str, str]:
+    # Stage commands say `python ...`: make it this interpreter, which has trade_agent installed.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
+
+
+def reproduce(root: Path, *targets: str) -> None:
+    """``dvc repro TARGETS`` in ``root``: the pipeline itself writes its outputs (or restores them).
+
+    Raises:
+        ExperimentFailed: a stage failed (its own one-line error) or DVC refused.
+    """
+    command = [sys.executable, "-m", "dvc", "repro", *targets]
+    returncode, output = _stream(command, root, _dvc_env())
+    log.debug("dvc repro output:\n%s", output)
+    if returncode != 0:
+        raise ExperimentFailed(_stage_error(output) or f"dvc repro failed (exit {returncode}); see logs")
 
 
 def _stream(command: list[str], root: Path, env: dict[str, str]) -> tuple[int, str]:
@@ -221,3 +237,36 @@ def model_of_experiment(root: Path, name: str, request: ExperimentRequest) -> st
         f"experiment {name}: its {request.out} is not in the registry; run `dvc repro -f -s {request.stage}` "
         "to register it"
     )
+
+
+def project_for(stage: str, no_dvc: bool = False) -> Path | None:
+    """The DVC project to run ``stage`` in as an experiment, or ``None`` for an in-process run."""
+    if no_dvc:
+        return None
+    root = repository_root()
+    return root if root is not None and has_stage(root, stage) else None
+
+
+def train_as_experiment(root: Path, model_type: str, data: str, options: dict[str, Any]) -> ExperimentResult:
+    """``trade-agent train <model_type> DATA [options]`` as a DVC experiment of the pipeline's stage.
+
+    ``options`` use :class:`~trade_agent.training.unified_manager.TrainingConfig`'s names and
+    become ``-S`` overrides through the same table as an in-process run; bad values fail here,
+    before DVC starts.
+    """
+    from trade_agent.config import load_params_or_defaults
+    from trade_agent.training.unified_manager import option_params
+    from trade_agent.tuning.study import apply_trial_params
+
+    stage, out = (
+        ("cnn_lstm", "models/pipeline/cnn_lstm")
+        if model_type == "cnn_lstm"
+        else (
+            f"rl@{model_type}",
+            f"models/pipeline/{model_type}",
+        )
+    )
+    overrides, copy_paths = data_overrides(data, root)
+    overrides |= option_params(model_type, options)
+    apply_trial_params(load_params_or_defaults(root / "params.yaml"), overrides)
+    return run_experiment(root, ExperimentRequest(stage, out, model_type, overrides, copy_paths))

@@ -11,10 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from trade_agent.config import load_params_or_defaults
-from trade_agent.data.ingest import export_dataset, load_file, prepare, select_and_align
+from trade_agent.data.ingest import load_file, select_and_align
 from trade_agent.errors import InputError
-from trade_agent.features.build import check_enough_bars, minimum_bars, run_features_stage
+from trade_agent.features.build import check_enough_bars, minimum_bars
 from trade_agent.log import setup_logging
+from trade_agent.training.data_pipeline import run_data_pipeline
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare and validate market data.")
 console = Console()
@@ -69,22 +70,13 @@ def pipeline(
         console.print(table)
         return
     setup_logging()
-    frame, report = prepare(
-        params.data,
-        Path("data/prepared"),
-        params.base.seed,
-        check=lambda bars, source: check_enough_bars(bars, params, source),
-    )
-    run_features_stage(params, Path("data/prepared/market.parquet"), Path("data/features"))
-    dataset_name = name or (
-        Path(params.data.path).name.split(".")[0] if params.data.source == "file" else params.data.source
-    )
-    path = export_dataset(frame, report, Path("data") / f"dataset_{dataset_name}", fmt)
+    exported = run_data_pipeline(params, custom_params=params_file is not None, name=name, fmt=fmt)
+    validation = exported.provenance["validation"]
     if as_json:
-        typer.echo(json.dumps({"dataset": str(path), "rows": len(frame)}))
+        typer.echo(json.dumps({"dataset": str(exported.path), "rows": exported.rows}))
     else:
         console.print(
-            f"prepared {len(frame)} rows of {', '.join(report.validation.symbols)} "
-            f"({report.validation.start[:10]}..{report.validation.end[:10]}, "
-            f"{report.validation.total_repaired} values repaired) -> {path}"
+            f"prepared {exported.rows} rows of {', '.join(validation['symbols'])} "
+            f"({validation['start'][:10]}..{validation['end'][:10]}, "
+            f"{sum(validation['repaired_values'].values())} values repaired) -> {exported.path}"
         )

@@ -11,6 +11,7 @@ from trade_agent.cli.backtest import benchmark
 from trade_agent.cli.models import info, list_models
 from trade_agent.cli.tables import make_console
 from trade_agent.cli.train_composite import ensemble, hybrid
+from trade_agent.config.rl import ALGOS
 from trade_agent.errors import InputError, TradeAgentError
 from trade_agent.log import setup_logging
 from trade_agent.training.unified_manager import TrainingConfig, TrainingResult, UnifiedTrainingManager
@@ -64,29 +65,10 @@ NoDvcOption = Annotated[
 ]
 
 
-def _dvc_root(no_dvc: bool, stage: str) -> Path | None:
-    """The project to run the request in as a DVC experiment, or None for an in-process run."""
-    from trade_agent.experiments import has_stage, repository_root
-
-    if no_dvc:
-        return None
-    root = repository_root()
-    return root if root is not None and has_stage(root, stage) else None
-
-
-def _run_as_experiment(
-    root: Path, stage: str, out: str, model_type: str, data: str, options: dict[str, Any], as_json: bool
-) -> None:
-    """Check the request, run it as a DVC experiment, print the model it produced."""
-    from trade_agent.config import load_params_or_defaults
-    from trade_agent.experiments import ExperimentRequest, data_overrides, run_experiment
+def _print_experiment(root: Path, model_type: str, result: Any, as_json: bool) -> None:
+    """The model a DVC experiment produced (trained, or restored from the run-cache)."""
     from trade_agent.registry import ModelRegistry
-    from trade_agent.tuning.study import apply_trial_params
 
-    overrides, copy_paths = data_overrides(data, root)
-    overrides |= {k: v for k, v in options.items() if v is not None}
-    apply_trial_params(load_params_or_defaults(root / "params.yaml"), overrides)  # bad values fail here, not in DVC
-    result = run_experiment(root, ExperimentRequest(stage, out, model_type, overrides, copy_paths))
     entry = ModelRegistry(root / "models").get_model(result.model_id)
     how = "restored from the run-cache (nothing trained, nothing new registered)" if result.cached else "trained"
     if as_json:
@@ -99,6 +81,7 @@ def _run_as_experiment(
         }
         typer.echo(json.dumps(payload, indent=2))
         return
+    out = f"models/pipeline/{model_type}"
     print_metrics(TrainingResult(result.name, model_type, "completed", model_path=out, metrics=entry.metrics))
     console.print(
         f"experiment [bold]{result.name}[/]: {how}; model [bold]{entry.model_id}[/] (grade {entry.performance_grade})"
@@ -199,31 +182,23 @@ def cnn_lstm_enhanced(
     become `-S` overrides; the workspace params.yaml is untouched); elsewhere, with
     `--no-dvc`, `--optimize` or `--params`, it trains in-process."""
     from trade_agent.config import load_params_or_defaults
+    from trade_agent.experiments import project_for, train_as_experiment
 
     setup_logging()
-    root = None if optimize or distributed or params_file else _dvc_root(no_dvc, "cnn_lstm")
+    options: dict[str, Any] = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "sequence_length": sequence_length,
+        "device": device,
+        "precision": precision,
+        "fallback_to_cpu": fallback_to_cpu,
+    }
+    root = None if optimize or distributed or params_file else project_for("cnn_lstm", no_dvc)
     if root is not None:
-        options = {
-            "cnn_lstm.epochs": epochs,
-            "cnn_lstm.batch_size": batch_size,
-            "cnn_lstm.learning_rate": learning_rate,
-            "features.sequence_length": sequence_length,
-            "base.device": device,
-            "cnn_lstm.precision": precision,
-            "cnn_lstm.fallback_to_cpu": fallback_to_cpu,
-        }
-        _run_as_experiment(root, "cnn_lstm", "models/pipeline/cnn_lstm", "cnn_lstm", data, options, as_json)
+        _print_experiment(root, "cnn_lstm", train_as_experiment(root, "cnn_lstm", data, options), as_json)
         return
     params = load_params_or_defaults(params_file)
-    extra: dict[str, Any] = {"params": params, "resume": resume}
-    if optimize:
-        extra |= _search_extras(timeout, storage, n_jobs, study_name)
-    if fallback_to_cpu is not None:
-        extra["fallback_to_cpu"] = fallback_to_cpu
-    if sequence_length is not None:
-        extra["sequence_length"] = sequence_length
-    if precision is not None:
-        extra["precision"] = precision
     distributed_options = {
         "nproc": nproc,
         "backend": backend,
@@ -240,7 +215,14 @@ def cnn_lstm_enhanced(
     given = {k: v for k, v in distributed_options.items() if v is not None}
     if given and not distributed:
         raise InputError(f"--{next(iter(given)).replace('_', '-')} needs --distributed")
-    extra |= given
+    extra: dict[str, Any] = {"params": params, "resume": resume, **given}
+    extra |= {
+        k: v
+        for k, v in options.items()
+        if v is not None and k not in ("epochs", "batch_size", "learning_rate", "device")
+    }
+    if optimize:
+        extra |= _search_extras(timeout, storage, n_jobs, study_name)
     config = TrainingConfig(
         "cnn_lstm",
         data,
@@ -297,6 +279,7 @@ def _agent_command(algo: str) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
         from trade_agent.config import load_params_or_defaults
+        from trade_agent.experiments import project_for, train_as_experiment
         from trade_agent.registry import ModelRegistry
         from trade_agent.registry.selection import choose_upstream
 
@@ -305,10 +288,10 @@ def _agent_command(algo: str) -> None:
         registry = ModelRegistry("models", grading=params.grading)
         upstream = choose_upstream(registry, "cnn_lstm", None if cnn_lstm_model in (None, "new") else cnn_lstm_model)
         # The pipeline's own CNN-LSTM ('new') can run as a DVC experiment of the rl@<algo> stage.
-        root = None if optimize or params_file or distributed or upstream != "new" else _dvc_root(no_dvc, "rl")
+        root = None if optimize or params_file or distributed or upstream != "new" else project_for("rl", no_dvc)
         if root is not None:
-            options = {f"rl.{algo}.total_timesteps": timesteps, f"rl.{algo}.n_envs": n_envs}
-            _run_as_experiment(root, f"rl@{algo}", f"models/pipeline/{algo}", algo, data, options, as_json)
+            result = train_as_experiment(root, algo, data, {"timesteps": timesteps, "n_envs": n_envs})
+            _print_experiment(root, algo, result, as_json)
             return
         extra: dict[str, Any] = {"params": params, "resume": resume, "cnn_lstm_model": upstream}
         if optimize:
@@ -339,7 +322,7 @@ def _agent_command(algo: str) -> None:
     train_app.command(algo)(train_agent)
 
 
-for _algo in ("ppo", "sac", "td3"):
+for _algo in ALGOS:
     _agent_command(_algo)
 
 

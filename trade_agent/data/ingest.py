@@ -165,10 +165,11 @@ def prepare(
     return frame, report
 
 
-def export_dataset(frame: pd.DataFrame, report: IngestReport, out_dir: Path, fmt: str = "csv") -> Path:
+def export_dataset(frame: pd.DataFrame, provenance: dict[str, Any], out_dir: Path, fmt: str = "csv") -> Path:
     """Write the prepared dataset as a file ``trade-agent train ... DATA`` accepts.
 
-    Creates ``<out_dir>/dataset.<fmt>`` (long format) and ``metadata.json``.
+    Creates ``<out_dir>/dataset.<fmt>`` (long format) and ``metadata.json`` (the prepare
+    stage's ``provenance.json`` plus the file's name, checksum and columns).
     """
     path = out_dir / f"dataset.{fmt}"
     if fmt == "parquet":
@@ -178,7 +179,7 @@ def export_dataset(frame: pd.DataFrame, report: IngestReport, out_dir: Path, fmt
             frame.to_csv(tmp, index=False, date_format="%Y-%m-%d %H:%M:%S")
     write_json(
         out_dir / "metadata.json",
-        {**report.to_dict(), "file": path.name, "sha256": sha256_file(path), "columns": list(frame.columns)},
+        {**provenance, "file": path.name, "sha256": sha256_file(path), "columns": list(frame.columns)},
     )
     return path
 

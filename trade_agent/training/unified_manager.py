@@ -107,6 +107,37 @@ RUN_OPTIONS = (
 )
 # Extras of the RL agents, mapped into the agent's own ``rl.<algo>`` section.
 AGENT_KEYS = {"timesteps": "total_timesteps", "n_envs": "n_envs"}
+# TrainingConfig fields that are params keys too.
+FIELD_KEYS: dict[str, tuple[str, str]] = {
+    "epochs": ("cnn_lstm", "epochs"),
+    "batch_size": ("cnn_lstm", "batch_size"),
+    "learning_rate": ("cnn_lstm", "learning_rate"),
+    "device": ("base", "device"),
+}
+
+
+def option_params(model_type: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Dotted params keys (``cnn_lstm.epochs``) for a request's options: the one table used by
+    in-process runs (:func:`build_params`) and DVC experiments (``-S`` overrides) alike.
+
+    ``None`` values are left out; run options (``resume``, ``storage``...) are not params.
+
+    Raises:
+        ConfigError: an option no params key or run option matches.
+    """
+    keys: dict[str, str] = {}
+    for key, value in options.items():
+        if value is None or key in RUN_OPTIONS:
+            continue
+        if key in AGENT_KEYS and model_type in AGENT_TYPES:
+            keys[f"rl.{model_type}.{AGENT_KEYS[key]}"] = value
+        elif key in FIELD_KEYS or key in EXTRA_KEYS:
+            section, name = FIELD_KEYS.get(key) or EXTRA_KEYS[key]
+            keys[f"{section}.{name}"] = value
+        else:
+            valid = sorted({*FIELD_KEYS, *EXTRA_KEYS, *RUN_OPTIONS, *AGENT_KEYS} - {"params"})
+            raise ConfigError(f"TrainingConfig: unknown option '{key}'; valid extras: {', '.join(valid)}")
+    return keys
 
 
 _TRAINING_LOCK = threading.Lock()
@@ -213,20 +244,13 @@ def build_params(config: TrainingConfig) -> Params:
     # The data source comes from DATA; how to read and clean it (date_format, max_gap,
     # symbol, align, synthetic_*) still comes from params.
     raw["data"].update(source=chosen.source, path=chosen.path)
-    if config.device is not None:
-        raw["base"]["device"] = config.device
-    raw["cnn_lstm"].update(epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate)
-    for key, value in config.extra.items():
-        if key in RUN_OPTIONS:
-            continue
-        if key in AGENT_KEYS and config.model_type in AGENT_TYPES:
-            raw["rl"][config.model_type][AGENT_KEYS[key]] = value
-            continue
-        if key not in EXTRA_KEYS:
-            valid = sorted({*EXTRA_KEYS, *RUN_OPTIONS, *AGENT_KEYS} - {"params"})
-            raise ConfigError(f"TrainingConfig: unknown option '{key}'; valid extras: {', '.join(valid)}")
-        section, name = EXTRA_KEYS[key]
-        raw[section][name] = value
+    fields = {"epochs": config.epochs, "batch_size": config.batch_size, "learning_rate": config.learning_rate}
+    for key, value in option_params(config.model_type, fields | {"device": config.device} | config.extra).items():
+        *sections, name = key.split(".")
+        target = raw
+        for section in sections:
+            target = target[section]
+        target[name] = value
     return params_from_dict(raw)
 
 
