@@ -12,14 +12,17 @@ import torch
 
 from tests.test_agents import SIM, tiny_rl
 from tests.test_envs import panel
-from trade_agent.agents import ValSharpeCallback, build_agent
+from trade_agent.agents import ValSharpeCallback, build_agent, load_policy
 from trade_agent.agents.checkpoint import BUFFER_FILE, has_checkpoint, load_checkpoint, save_checkpoint
 from trade_agent.agents.evaluation import ValSharpeCallback as Selector
+from trade_agent.agents.evaluation import run_episode
 from trade_agent.agents.policy_io import load_sb3_model
-from trade_agent.agents.train import train_agent
+from trade_agent.agents.train import simulator_config, train_agent
 from trade_agent.config import params_from_dict
 from trade_agent.errors import IntegrityError
 from trade_agent.io import read_json, read_npz
+from trade_agent.market.backtest import backtest
+from trade_agent.market.observation import Observation
 from trade_agent.market.trading_env import VecPortfolioEnv
 from trade_agent.registry import ModelRegistry
 
@@ -93,7 +96,8 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(
     with pytest.raises(Killed):
         train_agent(algo, params, PANELS, tmp_path / "agent", checkpoint_dir=checkpoints)
     assert has_checkpoint(checkpoints) and not (tmp_path / "agent").exists()
-    saved_at = read_json(checkpoints / "state.json")["num_timesteps"]
+    saved = read_json(checkpoints / "state.json")
+    saved_at = saved["num_timesteps"]
     assert 64 <= saved_at < 384
 
     monkeypatch.setattr(Selector, "evaluate_now", evaluate_now)
@@ -102,7 +106,21 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(
     assert run.resumed_from == saved_at
     assert f"resuming from {checkpoints} at step {saved_at}" in caplog.text
     assert not checkpoints.exists()  # removed after success
-    assert np.isfinite(run.metrics["test/sharpe"])
+    # The reported numbers are those of the policy the resumed run saved: rerun it over val and
+    # test and put its targets through the vectorised backtester (not the env's own returns).
+    policy, spec = load_policy(run.agent_dir)
+    observation, sim = Observation.from_json(spec["observation"]), simulator_config(params)
+    for split in ("val", "test"):
+        weights = run_episode(
+            lambda obs: policy.predict(obs, deterministic=True)[0], observation.apply(PANELS[split]), sim
+        ).weights
+        prices = PANELS[split].open, PANELS[split].close
+        result = backtest(weights, *prices, sim.window - 1, sim.cost_bps, sim.slippage_bps, sim.max_leverage)
+        assert len(weights) == PANELS[split].n_bars - sim.window
+        assert run.metrics[f"{split}/sharpe"] == pytest.approx(result.metrics["sharpe"], abs=1e-9), split
+        assert run.metrics[f"{split}/total_return"] == pytest.approx(result.metrics["total_return"], abs=1e-9)
+    # Selection survived the crash: the kept policy is at least the best one validated before it.
+    assert saved["best_sharpe"] is not None and run.metrics["val/sharpe"] >= saved["best_sharpe"] - 1e-12
 
 
 def test_resume_false_starts_over(tmp_path: Path) -> None:

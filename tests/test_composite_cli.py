@@ -56,7 +56,12 @@ def test_hybrid_ensemble_backtest_and_benchmark_from_the_cli(tmp_path: Path) -> 
         f"best member of {ensemble['model_id']}: {best}",
     }
     assert by_name[ensemble["model_id"]]["sharpe"] == pytest.approx(ensemble["metrics"]["test/sharpe"], abs=1e-9)
-    assert by_name[ensemble["model_id"]]["sharpe_ci_low"] <= by_name[ensemble["model_id"]]["sharpe_ci_high"]
+    # Same returns, same bootstrap settings and seed: the registered test interval, not just any interval.
+    registered = registry.get_model(ensemble["model_id"]).metrics
+    for bound in ("sharpe_ci_low", "sharpe_ci_high"):
+        assert by_name[ensemble["model_id"]][bound] == pytest.approx(registered[f"test/{bound}"], abs=1e-9)
+    # Each row's interval is of its own returns (the baselines' differ from the ensemble's).
+    assert by_name["buy_and_hold"]["sharpe_ci_low"] != pytest.approx(registered["test/sharpe_ci_low"], abs=1e-6)
 
     ranked = invoke("train", "benchmark", "bars.csv", "--models", "cnn_lstm@latest,ppo@latest,hybrid@latest")
     assert [r["sharpe"] for r in ranked] == sorted((r["sharpe"] for r in ranked), reverse=True)

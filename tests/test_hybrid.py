@@ -15,9 +15,13 @@ from trade_agent.agents import load_policy
 from trade_agent.agents.evaluation import run_episode
 from trade_agent.agents.train import load_panels, simulator_config
 from trade_agent.config import Params, params_from_dict
-from trade_agent.hybrid.model import extractors
+from trade_agent.evaluation.positions import policy_weights
+from trade_agent.evaluation.suite import sharpe_bounds
+from trade_agent.hybrid.model import EXTRACTORS, extractors
 from trade_agent.hybrid.stage import HybridBuilder, hybrid_panels, register_hybrid, train_hybrid
+from trade_agent.market.backtest import backtest
 from trade_agent.market.observation import Observation
+from trade_agent.market.panel import SplitData
 from trade_agent.market.trading_env import VecPortfolioEnv
 from trade_agent.registry import ModelRegistry
 
@@ -79,7 +83,7 @@ def test_hybrid_fine_tunes_the_encoder_and_registers_with_lineage(
         tiny_stage2["ppo"],
         tmp_path / "hybrid",
     )
-    policy, spec = load_policy(tmp_path / "hybrid")  # pickle-free, with the extractor rebuilt by name
+    policy, spec = load_policy(tmp_path / "hybrid", EXTRACTORS)  # pickle-free, with the extractor rebuilt by name
     assert spec["features_extractor"]["name"] == "cnn_lstm"
     assert len(extractors(policy)) == 1
     # Fine-tuning trains the encoder (the registered policy is the one validation selected,
@@ -95,4 +99,17 @@ def test_hybrid_fine_tunes_the_encoder_and_registers_with_lineage(
     (cnn_lstm,) = registry.list_models("cnn_lstm")
     (ppo,) = registry.list_models("ppo")
     assert hybrid_id.startswith("hybrid_v1.0.0") and entry.dependencies == [cnn_lstm.model_id, ppo.model_id]
-    assert np.isfinite(run.metrics["test/sharpe"])
+    # The reported test numbers are the saved policy's, recomputed another way: reload it, take its
+    # targets over the test split and put them through the vectorised backtester (not the env's returns).
+    common = params.rl.common
+    data = SplitData.load(tiny_stage2["features"], None, tiny_stage2["market"], "test")
+    weights = policy_weights(tmp_path / "hybrid", data, common)
+    open_, close, _, _ = data.prices()
+    result = backtest(weights, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage)
+    assert len(weights) > 10 and np.abs(weights).sum() > 0  # it trades
+    for name in ("sharpe", "total_return", "max_drawdown", "turnover"):
+        assert run.metrics[f"test/{name}"] == pytest.approx(result.metrics[name], abs=1e-9), name
+    bounds = sharpe_bounds(result.returns, params.evaluate, params.base.seed)
+    assert run.metrics["test/sharpe_ci_low"] == pytest.approx(bounds["sharpe_ci_low"], abs=1e-9)
+    assert run.metrics["test/sharpe_ci_high"] == pytest.approx(bounds["sharpe_ci_high"], abs=1e-9)
+    assert entry.metrics["test/sharpe"] == run.metrics["test/sharpe"]  # registered as measured

@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
 from tests.conftest import tiny_params_dict
 from trade_agent.cli.main import app
 from trade_agent.cnn_lstm.embed import PROBABILITY_COLUMNS, compute_embeddings
+from trade_agent.cnn_lstm.stage import load_window_data
+from trade_agent.cnn_lstm.store import load_cnn_lstm
 from trade_agent.config import params_from_dict
 from trade_agent.data.synthetic import SyntheticSpec, generate_synthetic
 from trade_agent.registry import ModelRegistry
@@ -48,12 +51,29 @@ def test_train_model_returns_real_metrics(bars_file: Path, tmp_path: Path) -> No
     assert isinstance(result, TrainingResult) and result.status == "completed", result.error_message
     assert Path(result.model_path, "model.pt").is_file()
     assert Path(result.preprocessor_path, "pipeline.json").is_file()
-    assert 0.0 <= result.metrics["test/accuracy"] <= 1.0 and np.isfinite(result.metrics["val/loss"])
+    assert np.isfinite(result.metrics["val/loss"])
+    # test/accuracy is the saved model's hit rate on the test windows, recomputed here from
+    # the model directory and the features it was trained on (not another split, not a constant).
+    model, _ = load_cnn_lstm(Path(result.model_path))
+    data, _ = load_window_data(tmp_path / "out" / "data" / "features")
+    accuracy = {}
+    for split in ("val", "test"):
+        ends = data.ends[split]
+        with torch.no_grad():
+            predicted = model(data.windows(ends))[0].argmax(1)
+        accuracy[split] = int((predicted == data.direction[ends]).sum()) / len(ends)
+    assert len(data.ends["test"]) > 20
+    assert result.metrics["test/accuracy"] == pytest.approx(accuracy["test"], abs=1e-12)
+    assert result.metrics["val/accuracy"] == pytest.approx(accuracy["val"], abs=1e-12)
+    # The same number was written to metrics.json (and, below, recorded in the registry entry).
+    written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert written["test/accuracy"] == result.metrics["test/accuracy"]
     assert json.loads(Path(result.model_path, "config.json").read_text())["spec"]["sequence_length"] == 8
     assert result.duration > 0
     # Registered: the id carries the grade the registry computed from these metrics.
     registry = ModelRegistry(tmp_path / "models")
     assert registry.get_model(result.model_id).performance_grade == result.performance_grade
+    assert registry.get_model(result.model_id).metrics["test/accuracy"] == result.metrics["test/accuracy"]
     assert result.model_id.startswith(f"cnn_lstm_v1.0.0_grade_{result.performance_grade}_acc_")
     status = manager.get_training_status(result.training_id)
     assert status["status"] == "completed" and manager.list_active_trainings() == []
