@@ -28,11 +28,15 @@ from typing import Any
 
 import yaml
 
+from trade_agent.config import load_params_or_defaults
+from trade_agent.data.ingest import resolve_data
 from trade_agent.errors import TradeAgentError
 from trade_agent.io import sha256_file
 from trade_agent.registry import ModelRegistry
 from trade_agent.registry.registry import RUN_SPECIFIC
 from trade_agent.registry.store import dvc_cache_dir
+from trade_agent.training.unified_manager import option_params
+from trade_agent.tuning.study import apply_trial_params
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +94,6 @@ def data_overrides(data: str, root: Path) -> tuple[dict[str, Any], list[str]]:
     Raises:
         InputError: the file or dataset directory does not exist.
     """
-    from trade_agent.data.ingest import resolve_data
 
     chosen = resolve_data(data)  # the same DATA rules (and errors) as an in-process run
     if chosen.source != "file" or chosen.path is None:
@@ -254,9 +257,6 @@ def train_as_experiment(root: Path, model_type: str, data: str, options: dict[st
     become ``-S`` overrides through the same table as an in-process run; bad values fail here,
     before DVC starts.
     """
-    from trade_agent.config import load_params_or_defaults
-    from trade_agent.training.unified_manager import option_params
-    from trade_agent.tuning.study import apply_trial_params
 
     stage, out = (
         ("cnn_lstm", "models/pipeline/cnn_lstm")

@@ -20,7 +20,7 @@ from trade_agent.failures import exit_with, is_cli_control_flow
 
 
 class _GuardedGroup(TyperGroup):
-    """Root group: every error becomes one red line and its exit code (see cli/errors.py)."""
+    """Root group: every error becomes one red line and its exit code (see failures.py)."""
 
     def invoke(self, ctx: Any) -> Any:  # typer vendors click: its Context type is private
         try:

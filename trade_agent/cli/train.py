@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from trade_agent.cli.backtest import benchmark
+from trade_agent.cli.backtest import ParamsOption, benchmark
 from trade_agent.cli.models import info, list_models
 from trade_agent.cli.tables import make_console
 from trade_agent.cli.train_composite import ensemble, hybrid
@@ -36,6 +36,7 @@ def print_metrics(result: TrainingResult) -> None:
     console.print(table)
 
 
+ResumeOption = Annotated[bool, typer.Option(help="Resume an interrupted run of the same inputs.")]
 OptimizeOption = Annotated[
     bool, typer.Option(help="Optuna search (space and per-trial budget: params.yaml optimize:), then train the best.")
 ]
@@ -140,11 +141,9 @@ def cnn_lstm_enhanced(
             "--fallback-to-cpu/--no-fallback-to-cpu", help="Train on CPU (with a warning) when CUDA fails to start."
         ),
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Resume an interrupted run of the same inputs.")] = True,
+    resume: ResumeOption = True,
     output_dir: Annotated[Path, typer.Option(help="Working directory of this run.")] = Path("models/runs/cnn_lstm"),
-    params_file: Annotated[
-        Path | None, typer.Option("--params", help="params file (default: ./params.yaml, else built-in defaults).")
-    ] = None,
+    params_file: ParamsOption = None,
     optimize: OptimizeOption = False,
     n_trials: TrialsOption = 20,
     timeout: TimeoutOption = None,
@@ -258,11 +257,9 @@ def _agent_command(algo: str) -> None:
         timesteps: Annotated[int | None, typer.Option(min=1, help=f"Environment steps (default: rl.{algo}).")] = None,
         n_envs: Annotated[int | None, typer.Option(min=1, help=f"Parallel environments (default: rl.{algo}).")] = None,
         tensorboard: Annotated[Path | None, typer.Option(help="Write SB3 TensorBoard logs here.")] = None,
-        resume: Annotated[bool, typer.Option(help="Resume an interrupted run of the same inputs.")] = True,
+        resume: ResumeOption = True,
         output_dir: Annotated[Path | None, typer.Option(help="Working directory of this run.")] = None,
-        params_file: Annotated[
-            Path | None, typer.Option("--params", help="params file (default: ./params.yaml, else built-in defaults).")
-        ] = None,
+        params_file: ParamsOption = None,
         optimize: OptimizeOption = False,
         n_trials: TrialsOption = 20,
         timeout: TimeoutOption = None,
@@ -278,10 +275,10 @@ def _agent_command(algo: str) -> None:
         no_dvc: NoDvcOption = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     ) -> None:
+        from trade_agent.cli.selection import choose_upstream
         from trade_agent.config import load_params_or_defaults
         from trade_agent.experiments import project_for, train_as_experiment
         from trade_agent.registry import ModelRegistry
-        from trade_agent.registry.selection import choose_upstream
 
         setup_logging()
         params = load_params_or_defaults(params_file)

@@ -20,7 +20,7 @@ import torch
 from trade_agent.cnn_lstm.device import DeviceChoice, check_precision, select_device
 from trade_agent.cnn_lstm.distributed.process_group import Ranks
 from trade_agent.cnn_lstm.model import CNNLSTM, CNNLSTMSpec
-from trade_agent.cnn_lstm.store import save_cnn_lstm
+from trade_agent.cnn_lstm.store import load_cnn_lstm, save_cnn_lstm
 from trade_agent.cnn_lstm.trainer import CHECKPOINT_FILE, CNNLSTMTrainer, Parallelism, TrainOutcome
 from trade_agent.cnn_lstm.windows import WindowData
 from trade_agent.config import Params
@@ -222,7 +222,6 @@ def _warm_start(model: CNNLSTM, model_dir: Path) -> None:
     Raises:
         ConfigError: the saved model's architecture differs.
     """
-    from trade_agent.cnn_lstm.store import load_cnn_lstm
 
     base, _ = load_cnn_lstm(model_dir)
     if base.spec != model.spec:

@@ -12,7 +12,7 @@ METHODS = ("sharpe_softmax", "majority_vote", "rolling_best")
 @dataclass(frozen=True)
 class EnsembleConfig:
     """Attributes:
-    method: ``sharpe_softmax``, ``majority_vote`` or ``rolling_best`` (see models/ensemble.py).
+    method: ``sharpe_softmax``, ``majority_vote`` or ``rolling_best`` (see ensemble/combine.py).
     temperature: softmax temperature over validation Sharpe ratios.
     lookback / rebalance_every: trailing window and re-pick period of ``rolling_best``, in bars.
     """

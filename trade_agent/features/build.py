@@ -33,7 +33,7 @@ from trade_agent.features.splits import (
     enforce_embargo,
     minimum_labelled_bars,
 )
-from trade_agent.io import new_temp_dir, read_json, write_json, write_parquet
+from trade_agent.io import canonical_json, new_temp_dir, read_json, sha256_file, sha256_text, write_json, write_parquet
 from trade_agent.preprocessing.manager import PreprocessorManager
 from trade_agent.preprocessing.pipeline import PreprocessingPipeline
 
@@ -184,7 +184,6 @@ def save_preprocessor(feature_set: FeatureSet, params: Params, root: Path, sourc
 
 def features_params_key(params: Params) -> str:
     """Identity of everything the ``features`` stage reads from params."""
-    from trade_agent.io import canonical_json, sha256_text
 
     sections = {
         "features": asdict(params.features),
@@ -207,8 +206,6 @@ def cached_features(
     directory (the first rename wins, the others discard theirs).
     """
     import os
-
-    from trade_agent.io import canonical_json, sha256_file, sha256_text
 
     key = sha256_text(
         canonical_json(

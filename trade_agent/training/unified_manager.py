@@ -18,12 +18,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trade_agent.cnn_lstm.store import PREPROCESSOR_DIR
+from trade_agent.agents.train import checkpoint_dir_for, load_panels, register_agent, train_agent
+from trade_agent.cnn_lstm.distributed.launch import check_before_data, launch_cnn_lstm
+from trade_agent.cnn_lstm.embed import run_embed_stage
+from trade_agent.cnn_lstm.registration import register_cnn_lstm
+from trade_agent.cnn_lstm.stage import train_cnn_lstm
+from trade_agent.cnn_lstm.store import PREPROCESSOR_DIR, load_cnn_lstm
 from trade_agent.config import Params, load_params_or_defaults, params_from_dict, to_plain
-from trade_agent.data.ingest import resolve_data
+from trade_agent.config.rl import ALGOS
+from trade_agent.data.ingest import prepare, resolve_data
 from trade_agent.errors import ConfigError, InputError
+from trade_agent.features.build import check_enough_bars, run_features_stage
 from trade_agent.log import setup_logging
 from trade_agent.progress import ProgressCallback, reporting_to
+from trade_agent.registry import ModelRegistry
+from trade_agent.tuning import SearchSpec, search, study_name
 
 if TYPE_CHECKING:
     from trade_agent.cnn_lstm.distributed.launch import DistributedRun
@@ -32,7 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AGENT_TYPES = ("ppo", "sac", "td3")
+AGENT_TYPES = ALGOS
+NEW = "new"  # cnn_lstm_model=NEW: train a CNN-LSTM on the same data first
 SUPPORTED_MODEL_TYPES = ("cnn_lstm", *AGENT_TYPES)
 # Built from registered models, not from a TrainingConfig: `trade-agent train hybrid|ensemble`.
 PLANNED_MODEL_TYPES = ("hybrid", "ensemble")
@@ -309,10 +319,6 @@ class UnifiedTrainingManager:
             self._trainings.setdefault(training_id, {}).update(values)
 
     def _train(self, training_id: str, config: TrainingConfig) -> TrainingResult:
-        from trade_agent.cnn_lstm.registration import register_cnn_lstm
-        from trade_agent.data.ingest import prepare
-        from trade_agent.features.build import check_enough_bars, run_features_stage
-        from trade_agent.registry import ModelRegistry
 
         if config.model_type in PLANNED_MODEL_TYPES:
             raise FeatureNotAvailableError(
@@ -332,8 +338,6 @@ class UnifiedTrainingManager:
             )
         params = build_params(config)
         if config.distributed:
-            from trade_agent.cnn_lstm.distributed.launch import check_before_data
-
             check_before_data(params)  # settings errors before any data work or search
         out = Path(config.output_dir)
         registry = ModelRegistry(self.registry_root, grading=params.grading)
@@ -378,7 +382,6 @@ class UnifiedTrainingManager:
     def _launch_cnn_lstm(
         self, config: TrainingConfig, params: Params, features_dir: Path, model_dir: Path, run_dir: Path
     ) -> DistributedRun:
-        from trade_agent.cnn_lstm.distributed.launch import launch_cnn_lstm
 
         if config.resume_from or config.base_model_path:
             raise ConfigError("--distributed resumes from its own checkpoint directory; drop resume_from/base_model")
@@ -398,7 +401,6 @@ class UnifiedTrainingManager:
     def _train_cnn_lstm(
         self, config: TrainingConfig, params: Params, features_dir: Path, model_dir: Path, run_dir: Path
     ) -> CnnLstmRun:
-        from trade_agent.cnn_lstm.stage import train_cnn_lstm
 
         return train_cnn_lstm(
             params,
@@ -417,11 +419,6 @@ class UnifiedTrainingManager:
         self, training_id: str, config: TrainingConfig, params: Params, out: Path, registry: ModelRegistry
     ) -> TrainingResult:
         """Stage 2 on DATA: the chosen (or a new) CNN-LSTM's features and embeddings, then the agent."""
-        from trade_agent.agents.train import checkpoint_dir_for, load_panels, register_agent, train_agent
-        from trade_agent.cnn_lstm.embed import run_embed_stage
-        from trade_agent.cnn_lstm.registration import register_cnn_lstm
-        from trade_agent.features.build import run_features_stage
-        from trade_agent.registry.selection import NEW
 
         algo = config.model_type
         market = out / "data" / "prepared" / "market.parquet"
@@ -480,7 +477,6 @@ class UnifiedTrainingManager:
     ) -> Params:
         """Optuna search on the validation split; returns params with the best trial's values.
         The study summary goes to ``<output_dir>/optuna/`` (best_params.json, trials.csv)."""
-        from trade_agent.tuning import SearchSpec, search, study_name
 
         inputs = [market, *([embeddings] if embeddings is not None else [])]
         timeout = config.extra.get("timeout")
@@ -502,7 +498,6 @@ class UnifiedTrainingManager:
     @staticmethod
     def _restore_cnn_lstm(model_id: str, params: Params, out: Path, registry: ModelRegistry) -> tuple[Path, Params]:
         """Verified copy of a registered CNN-LSTM, and params whose window matches it."""
-        from trade_agent.cnn_lstm.store import load_cnn_lstm
 
         entry = registry.get_model(model_id)
         if entry.model_type != "cnn_lstm":

@@ -18,7 +18,10 @@ from typing import Any
 
 import optuna
 
+from trade_agent.agents.train import load_panels, train_agent
+from trade_agent.cnn_lstm.stage import train_cnn_lstm
 from trade_agent.config import Params
+from trade_agent.features.build import cached_features
 from trade_agent.tuning.study import apply_trial_params, suggest
 
 log = logging.getLogger(__name__)
@@ -35,8 +38,6 @@ def _pruner_hook(trial: optuna.Trial) -> Callable[[int, float], None]:
 
 
 def cnn_lstm_objective(params: Params, market: Path, work_dir: Path) -> Objective:
-    from trade_agent.cnn_lstm.stage import train_cnn_lstm
-    from trade_agent.features.build import cached_features
 
     search = params.optimize.search("cnn_lstm")
 
@@ -61,7 +62,6 @@ def cnn_lstm_objective(params: Params, market: Path, work_dir: Path) -> Objectiv
 def agent_objective(
     algo: str, params: Params, features_dir: Path, embeddings: Path, market: Path, work_dir: Path
 ) -> Objective:
-    from trade_agent.agents.train import load_panels, train_agent
 
     search = params.optimize.search(algo)
     panels_by_window: dict[int, Any] = {}  # panels depend only on rl.common.window (frozen, shareable)

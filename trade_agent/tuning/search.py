@@ -15,7 +15,10 @@ from typing import Any, Literal
 
 from trade_agent.config import Params, params_from_dict, to_plain
 from trade_agent.errors import TradeAgentError
+from trade_agent.failures import report_error
 from trade_agent.io import canonical_json, sha256_file, sha256_text
+from trade_agent.log import setup_logging
+from trade_agent.tuning.objectives import agent_objective, cnn_lstm_objective
 from trade_agent.tuning.study import apply_trial_params, open_study, run_study, write_study
 
 log = logging.getLogger(__name__)
@@ -69,7 +72,6 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _objective(spec: SearchSpec, params: Params) -> Any:
-    from trade_agent.tuning.objectives import agent_objective, cnn_lstm_objective
 
     work_dir = Path(spec.work_dir)
     if spec.stage == "cnn_lstm":
@@ -90,9 +92,6 @@ def work(spec: SearchSpec, worker: int = 0) -> None:
 def _helper(spec: SearchSpec, worker: int) -> None:
     """Entry of a spawned worker: its log goes to logs/training.log, its error to one line."""
     import sys
-
-    from trade_agent.failures import report_error
-    from trade_agent.log import setup_logging
 
     setup_logging()
     try:

@@ -1,6 +1,6 @@
 """Launch a distributed CNN-LSTM run (DeepSpeed or torchrun) and see it through.
 
-The launcher process checks the settings (:mod:`distributed_setup`), writes a JSON run spec,
+The launcher process checks the settings (:mod:`trade_agent.cnn_lstm.distributed.setup`), writes a JSON run spec,
 starts ``deepspeed`` or ``torchrun`` on :mod:`trade_agent.cnn_lstm.distributed.worker`, and relaunches
 after a failed attempt - a crashed or SIGKILLed rank, a lost peer - up to
 ``distributed.retries`` times with exponential backoff. Every attempt resumes from the last

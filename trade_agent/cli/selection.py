@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from trade_agent.cli.tables import model_table
 from trade_agent.errors import InputError
 from trade_agent.registry.registry import MISSING, ModelMetadata, ModelRegistry
-
-NEW = "new"
+from trade_agent.training.unified_manager import NEW
 
 
 class SelectionCancelled(InputError):
@@ -70,7 +70,5 @@ def choose_upstream(
 
 def _print_table(models: list[ModelMetadata]) -> None:
     from rich.console import Console
-
-    from trade_agent.cli.tables import model_table
 
     Console().print(model_table(models, title=f"Found {len(models)} existing {models[0].model_type} models"))
