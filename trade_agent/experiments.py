@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from trade_agent import paths
 from trade_agent.config import load_params_or_defaults
 from trade_agent.data.ingest import resolve_data
 from trade_agent.errors import TradeAgentError
@@ -258,14 +259,8 @@ def train_as_experiment(root: Path, model_type: str, data: str, options: dict[st
     before DVC starts.
     """
 
-    stage, out = (
-        ("cnn_lstm", "models/pipeline/cnn_lstm")
-        if model_type == "cnn_lstm"
-        else (
-            f"rl@{model_type}",
-            f"models/pipeline/{model_type}",
-        )
-    )
+    stage = paths.STAGE_1 if model_type == paths.STAGE_1 else f"rl@{model_type}"
+    out = paths.pipeline_model(model_type).as_posix()
     overrides, copy_paths = data_overrides(data, root)
     overrides |= option_params(model_type, options)
     apply_trial_params(load_params_or_defaults(root / "params.yaml"), overrides)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from trade_agent import paths
 from trade_agent.cli.tables import make_console
 
 exp_app = typer.Typer(no_args_is_help=True, help="DVC experiments run by this project (`dvc exp show` has the rest).")
@@ -15,7 +16,7 @@ console = make_console()
 
 def compare(
     model_type: Annotated[str | None, typer.Option(help="Only this model type (cnn_lstm, ppo, ...).")] = None,
-    root: Annotated[Path, typer.Option("--registry", help="Registry root.")] = Path("models"),
+    root: Annotated[Path, typer.Option("--registry", help="Registry root.")] = paths.REGISTRY_ROOT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
     """Rank every experiment-produced model (CLI runs and queued sweeps) by composite score."""

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.tree import Tree
 
+from trade_agent import paths
 from trade_agent.cli.tables import AVAILABILITY_STYLE, make_console, model_table
 from trade_agent.errors import IntegrityError, TradeAgentError
 from trade_agent.registry import ModelRegistry
@@ -48,7 +49,7 @@ def list_models(
     relative: Annotated[bool, typer.Option(help="Also show each model's percentile within its type.")] = False,
     archived: Annotated[bool, typer.Option(help="Include archived models.")] = False,
     limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
-    root: RootOption = Path("models"),
+    root: RootOption = paths.REGISTRY_ROOT,
     as_json: JsonOption = False,
 ) -> None:
     """List registered models, newest version first."""
@@ -73,7 +74,7 @@ def list_models(
 
 def info(
     model_id: Annotated[str, typer.Argument(help="Id, unique prefix, or type@vX.Y.Z / @latest / @best.")],
-    root: RootOption = Path("models"),
+    root: RootOption = paths.REGISTRY_ROOT,
     as_json: JsonOption = False,
 ) -> None:
     """All metadata of a model, its lineage tree and its integrity status."""
@@ -106,7 +107,7 @@ def info(
 def get(
     model_id: Annotated[str, typer.Argument(help="Model id or alias.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory to restore the files into.")],
-    root: RootOption = Path("models"),
+    root: RootOption = paths.REGISTRY_ROOT,
 ) -> None:
     """Restore a model's exact files (checksums verified), even after newer runs replaced them."""
     registry = _registry(root)
@@ -118,7 +119,7 @@ def get(
 @models_app.command("validate")
 def validate(
     model_id: Annotated[str | None, typer.Argument(help="Model id (default: every model).")] = None,
-    root: RootOption = Path("models"),
+    root: RootOption = paths.REGISTRY_ROOT,
 ) -> None:
     """Re-hash stored files against their checksums; exit 1 if any model is damaged."""
     registry = _registry(root)
@@ -141,7 +142,7 @@ def validate(
 
 
 @models_app.command("archive")
-def archive(model_id: Annotated[str, typer.Argument()], root: RootOption = Path("models")) -> None:
+def archive(model_id: Annotated[str, typer.Argument()], root: RootOption = paths.REGISTRY_ROOT) -> None:
     """Move a model out of the active view (its files stay until `models gc`)."""
     console.print(f"archived {_registry(root).archive_model(model_id)}")
 
@@ -150,7 +151,7 @@ def archive(model_id: Annotated[str, typer.Argument()], root: RootOption = Path(
 def delete(
     model_id: Annotated[str, typer.Argument()],
     force: Annotated[bool, typer.Option(help="Delete even if other models depend on it.")] = False,
-    root: RootOption = Path("models"),
+    root: RootOption = paths.REGISTRY_ROOT,
 ) -> None:
     """Delete a model (its version number is never reused)."""
     console.print(f"deleted {_registry(root).delete_model(model_id, force=force)}")
@@ -158,7 +159,7 @@ def delete(
 
 @models_app.command("lineage")
 def lineage(
-    model_id: Annotated[str, typer.Argument()], root: RootOption = Path("models"), as_json: JsonOption = False
+    model_id: Annotated[str, typer.Argument()], root: RootOption = paths.REGISTRY_ROOT, as_json: JsonOption = False
 ) -> None:
     """The model's upstream models, as a tree."""
     tree = _registry(root).get_model_dependencies(model_id)
@@ -171,7 +172,7 @@ def lineage(
 @models_app.command("export")
 def export(
     import_: Annotated[Path | None, typer.Option("--import", help="Merge another clone's registry.json first.")] = None,
-    root: RootOption = Path("models"),
+    root: RootOption = paths.REGISTRY_ROOT,
 ) -> None:
     """Rewrite models/registry.json and the human-readable view from the store."""
     registry = _registry(root)
@@ -182,7 +183,7 @@ def export(
 
 
 @models_app.command("recover")
-def recover(root: RootOption = Path("models")) -> None:
+def recover(root: RootOption = paths.REGISTRY_ROOT) -> None:
     """Rebuild the store's index from its records and models/registry.json (after a lost index.json)."""
     registry = _registry(root)
     report = registry.recovery or registry.recover()  # opening a store without an index recovers it
@@ -192,7 +193,7 @@ def recover(root: RootOption = Path("models")) -> None:
 
 
 @models_app.command("gc")
-def gc(root: RootOption = Path("models")) -> None:
+def gc(root: RootOption = paths.REGISTRY_ROOT) -> None:
     """Free space: drop archived models' stored files, then `dvc gc --workspace --all-tags`.
 
     Every registered, non-archived version keeps its files (the registry holds its own
@@ -215,7 +216,7 @@ def gc(root: RootOption = Path("models")) -> None:
 def release(
     model_id: Annotated[str, typer.Argument(help="Model id or alias to release.")],
     stage: Annotated[str | None, typer.Option(help="Also assign this stage (e.g. prod).")] = None,
-    root: RootOption = Path("models"),
+    root: RootOption = paths.REGISTRY_ROOT,
 ) -> None:
     """Tag a model version in GTO's format on the commit whose dvc.lock holds it."""
     registry = _registry(root)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from trade_agent import paths
 from trade_agent.cli.backtest import ParamsOption, benchmark
 from trade_agent.cli.models import info, list_models
 from trade_agent.cli.tables import make_console
@@ -82,7 +83,7 @@ def _print_experiment(root: Path, model_type: str, result: Any, as_json: bool) -
         }
         typer.echo(json.dumps(payload, indent=2))
         return
-    out = f"models/pipeline/{model_type}"
+    out = str(paths.pipeline_model(model_type))
     print_metrics(TrainingResult(result.name, model_type, "completed", model_path=out, metrics=entry.metrics))
     console.print(
         f"experiment [bold]{result.name}[/]: {how}; model [bold]{entry.model_id}[/] (grade {entry.performance_grade})"

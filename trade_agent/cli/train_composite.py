@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from trade_agent import paths
 from trade_agent.cli.backtest import ParamsOption
 from trade_agent.cli.tables import make_console
 from trade_agent.errors import InputError
@@ -90,7 +91,7 @@ def hybrid(
         output_dir / "model",
         output_dir / "metrics.json",
         checkpoint_dir=checkpoint_dir_for(
-            Path("models/temp"),
+            paths.CHECKPOINTS,
             algo,
             params,
             [features / "features.parquet", agent_dir / "policy.pt"],

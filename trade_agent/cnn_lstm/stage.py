@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from trade_agent import paths
 from trade_agent.cnn_lstm.device import DeviceChoice, check_precision, select_device
 from trade_agent.cnn_lstm.distributed.process_group import Ranks
 from trade_agent.cnn_lstm.model import CNNLSTM, CNNLSTMSpec
@@ -89,7 +90,7 @@ def train_cnn_lstm(
     *,
     metrics_path: Path | None = None,
     live_dir: Path | None = None,
-    checkpoint_root: Path | None = Path("models/temp"),
+    checkpoint_root: Path | None = paths.CHECKPOINTS,
     checkpoint_dir: Path | None = None,
     resume: bool = True,
     init_from: Path | None = None,

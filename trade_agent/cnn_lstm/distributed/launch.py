@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from trade_agent import paths
 from trade_agent.cnn_lstm.device import select_device
 from trade_agent.cnn_lstm.distributed.setup import (
     check_distributed,
@@ -169,7 +170,7 @@ def launch_cnn_lstm(
     export_registry: bool | None = None,
     metrics_path: Path | None = None,
     live_dir: Path | None = None,
-    checkpoint_root: Path = Path("models/temp"),
+    checkpoint_root: Path = paths.CHECKPOINTS,
     resume: bool = True,
     keep_checkpoints: bool = False,
 ) -> DistributedRun:
