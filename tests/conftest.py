@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -158,9 +158,37 @@ def dvc_template(tmp_path_factory: pytest.TempPathFactory, _isolated_environment
     return repo
 
 
+@dataclass(frozen=True)
+class ReproducedRepo:
+    """The template after its one full `dvc repro` (dvc.lock and outputs uncommitted)."""
+
+    path: Path
+    output: str  # stdout + stderr of that `dvc repro`
+
+
+@pytest.fixture(scope="session")
+def dvc_reproduced(dvc_template: Path, tmp_path_factory: pytest.TempPathFactory) -> ReproducedRepo:
+    """The template reproduced once per session: every test that needs a built pipeline copies this."""
+    repo = tmp_path_factory.mktemp("dvc-reproduced") / "repo"
+    shutil.copytree(dvc_template, repo, symlinks=True)
+    result = run(["dvc", "repro"], repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ReproducedRepo(repo, result.stdout + result.stderr)
+
+
 @pytest.fixture
-def dvc_repo(dvc_template: Path, tmp_path: Path) -> Path:
-    """A private copy of the template repo for one test."""
+def dvc_repo(dvc_reproduced: ReproducedRepo, tmp_path: Path) -> Path:
+    """A private copy of the reproduced repo for one test: workspace outputs, dvc.lock, .dvc/cache
+    (run-cache included), the registry store under .dvc and .git. The cache link type is DVC's
+    default (reflink, else copy), so workspace files are independent of the cache: a plain copy."""
+    repo = tmp_path / "repo"
+    shutil.copytree(dvc_reproduced.path, repo, symlinks=True)
+    return repo
+
+
+@pytest.fixture
+def dvc_fresh_repo(dvc_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the template before any `dvc repro` (no outputs, empty cache)."""
     repo = tmp_path / "repo"
     shutil.copytree(dvc_template, repo, symlinks=True)
     return repo

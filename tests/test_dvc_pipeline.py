@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import TINY_FEATURES, run
+from tests.conftest import TINY_FEATURES, ReproducedRepo, run
 from trade_agent.config import FeaturesConfig
 from trade_agent.features.indicators import feature_names
 from trade_agent.io import sha256_file
@@ -53,8 +53,8 @@ def _set(repo: Path, section: str, key: str, value: object) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def test_repro_is_incremental_and_uses_the_run_cache(dvc_repo: Path) -> None:
-    first = _repro(dvc_repo)
+def test_repro_is_incremental_and_uses_the_run_cache(dvc_reproduced: ReproducedRepo, dvc_repo: Path) -> None:
+    first = dvc_reproduced.output  # the session's one full `dvc repro`; dvc_repo is a copy of its result
     for stage in STAGES:
         assert f"Running stage '{stage}'" in first
     assert (dvc_repo / "reports" / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -95,7 +95,6 @@ def test_repro_is_incremental_and_uses_the_run_cache(dvc_repo: Path) -> None:
 
 
 def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None:
-    _repro(dvc_repo)
     model = dvc_repo / "models" / "pipeline" / "cnn_lstm" / "model.pt"
     before = sha256_file(model)
     _set(dvc_repo, "cnn_lstm", "learning_rate", 0.003)
@@ -131,21 +130,20 @@ def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None
     ]
 
 
-def test_failed_validation_leaves_no_outputs(dvc_repo: Path) -> None:
-    (dvc_repo / "data" / "raw" / "bars.csv").write_text(
+def test_failed_validation_leaves_no_outputs(dvc_fresh_repo: Path) -> None:
+    (dvc_fresh_repo / "data" / "raw" / "bars.csv").write_text(
         "timestamp,open,high,low,close,volume\n2020-01-02,1,2,0.5,x,1\n"
     )
-    _set(dvc_repo, "data", "source", "file")
-    _set(dvc_repo, "data", "path", "data/raw/bars.csv")
-    result = run(["dvc", "repro"], dvc_repo)
+    _set(dvc_fresh_repo, "data", "source", "file")
+    _set(dvc_fresh_repo, "data", "path", "data/raw/bars.csv")
+    result = run(["dvc", "repro"], dvc_fresh_repo)
     assert result.returncode != 0
     assert "error: data/raw/bars.csv: column 'close', line 2: non-numeric value 'x'" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (dvc_repo / "data" / "prepared" / "market.parquet").exists()
+    assert not (dvc_fresh_repo / "data" / "prepared" / "market.parquet").exists()
 
 
 def test_a_failed_stage_names_the_checkout_that_restores_its_previous_outputs(dvc_repo: Path) -> None:
-    assert run(["dvc", "repro", "prepare"], dvc_repo).returncode == 0
     market = dvc_repo / "data" / "prepared" / "market.parquet"
     before = sha256_file(market)
     bad = "timestamp,open,high,low,close,volume\n2020-01-02,1,2,0.5,x,1\n"
@@ -162,7 +160,6 @@ def test_a_failed_stage_names_the_checkout_that_restores_its_previous_outputs(dv
 
 
 def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -> None:
-    _repro(dvc_repo)
     first_files = {
         p.relative_to(dvc_repo / "models/pipeline/cnn_lstm"): p.read_bytes()
         for p in (dvc_repo / "models/pipeline/cnn_lstm").rglob("*")
@@ -198,7 +195,6 @@ def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -
 
 
 def test_release_is_seen_by_gto_and_dvc_artifacts_get(dvc_repo: Path) -> None:
-    _repro(dvc_repo)
     refused = run([*CLI, "release", "cnn_lstm@v1.0.0"], dvc_repo)
     assert refused.returncode == 2 and "no commit has both a dvc.lock holding cnn_lstm_v1.0.0" in refused.stderr
     bad_stage = run([*CLI, "release", "cnn_lstm@v1.0.0", "--stage", "bad stage"], dvc_repo)

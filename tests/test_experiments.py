@@ -23,8 +23,8 @@ def models(repo: Path, model_type: str) -> list[dict]:
 
 
 def commit_baseline(repo: Path) -> None:
-    """A reproduced, committed pipeline: what a project looks like after `make run`."""
-    for cmd in (["dvc", "repro"], ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
+    """Commit the reproduced pipeline (`dvc_repo`): what a project looks like after `make run`."""
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
         done = run(cmd, repo)
         assert done.returncode == 0, done.stdout + done.stderr
 
@@ -56,47 +56,48 @@ def test_cli_run_is_a_dvc_experiment_and_an_unchanged_request_is_served_from_cac
     assert yaml.safe_load((dvc_repo / "params.yaml").read_text())["cnn_lstm"]["epochs"] == 3
 
 
-def test_inputs_are_checked_before_dvc_and_stage_errors_are_the_stages_own(dvc_repo: Path, tmp_path: Path) -> None:
-    bad_value = run([*CLI, "train", "cnn-lstm-enhanced", "synthetic", "--precision", "fp64"], dvc_repo)
+def test_inputs_are_checked_before_dvc_and_stage_errors_are_the_stages_own(
+    dvc_fresh_repo: Path, tmp_path: Path
+) -> None:
+    bad_value = run([*CLI, "train", "cnn-lstm-enhanced", "synthetic", "--precision", "fp64"], dvc_fresh_repo)
     assert bad_value.returncode == 2 and "cnn_lstm.precision" in bad_value.stderr
     assert "Traceback" not in bad_value.stderr and len(bad_value.stderr.strip().splitlines()) == 1
     broken = tmp_path / "broken.csv"  # outside the repo: copied in for the experiment
     broken.write_text("timestamp,open,high,low,close,volume\n2020-01-02,1,2,0.5,x,1\n")
-    failed = run([*CLI, "train", "cnn-lstm-enhanced", str(broken)], dvc_repo)
+    failed = run([*CLI, "train", "cnn-lstm-enhanced", str(broken)], dvc_fresh_repo)
     assert failed.returncode != 0
-    copied = next((dvc_repo / "data").glob("broken.*.csv")).name  # named by content hash
+    copied = next((dvc_fresh_repo / "data").glob("broken.*.csv")).name  # named by content hash
     assert f"error: data/{copied}: column 'close', line 2: non-numeric value 'x'" in failed.stderr
     assert "ERROR" not in failed.stderr and "Traceback" not in failed.stderr
 
 
-def test_a_queued_sweep_registers_each_distinct_model_once(dvc_repo: Path) -> None:
+def test_a_queued_sweep_registers_each_distinct_model_once(dvc_fresh_repo: Path) -> None:
     for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
-        run(cmd, dvc_repo)
+        run(cmd, dvc_fresh_repo)
     queued = run(
-        ["dvc", "exp", "run", "--queue", "-S", "cnn_lstm.learning_rate=0.001,0.003,0.01", "cnn_lstm"], dvc_repo
+        ["dvc", "exp", "run", "--queue", "-S", "cnn_lstm.learning_rate=0.001,0.003,0.01", "cnn_lstm"], dvc_fresh_repo
     )
     assert queued.returncode == 0, queued.stderr
-    started = run(["dvc", "queue", "start", "-j", "2"], dvc_repo)
+    started = run(["dvc", "queue", "start", "-j", "2"], dvc_fresh_repo)
     assert started.returncode == 0, started.stderr
     deadline = time.time() + 600
     while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], dvc_repo).stdout
+        status = run(["dvc", "queue", "status"], dvc_fresh_repo).stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
-    assert "Failed" not in status, status + run(["dvc", "queue", "logs", "--help"], dvc_repo).stdout
-    registered = models(dvc_repo, "cnn_lstm")
+    assert "Failed" not in status, status + run(["dvc", "queue", "logs", "--help"], dvc_fresh_repo).stdout
+    registered = models(dvc_fresh_repo, "cnn_lstm")
     assert len(registered) == 3 and len({m["model_id"] for m in registered}) == 3
     assert sorted(m["training_config"]["learning_rate"] for m in registered) == [0.001, 0.003, 0.01]
-    ranked = json.loads(run([*CLI, "exp", "compare", "--json"], dvc_repo).stdout)
+    ranked = json.loads(run([*CLI, "exp", "compare", "--json"], dvc_fresh_repo).stdout)
     assert len(ranked) == 3 and len({r["experiment"] for r in ranked}) == 3
     assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
 
 
 def test_a_model_trained_in_one_clone_is_fetched_by_id_in_another(dvc_repo: Path, tmp_path: Path) -> None:
     remote = tmp_path / "remote"
-    for cmd in (
-        ["dvc", "repro", "cnn_lstm"],
+    for cmd in (  # dvc_repo is reproduced: the CNN-LSTM it trained is pushed, exported and committed
         ["dvc", "remote", "add", "-d", "shared", str(remote)],
         ["dvc", "push"],
         [*CLI, "models", "export"],

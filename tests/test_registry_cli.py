@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from tests.test_registry import model_dir
 from trade_agent.cli.main import app
-from trade_agent.registry import ModelRegistry
 from trade_agent.cli.selection import NEW, SelectionCancelled, choose_upstream
+from trade_agent.registry import ModelRegistry
 
 runner = CliRunner()
 
