@@ -169,8 +169,8 @@ def test_agents_report_the_bootstrap_interval_of_their_test_sharpe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.test_envs import panel
-    from trade_agent.agents import train
     from trade_agent.agents.train import train_agent
+    from trade_agent.evaluation import suite
     from trade_agent.io import read_json
 
     calls: list[tuple[np.ndarray, int]] = []
@@ -179,7 +179,7 @@ def test_agents_report_the_bootstrap_interval_of_their_test_sharpe(
         calls.append((np.asarray(returns).copy(), kwargs["seed"]))
         return sharpe_interval(returns, **kwargs)
 
-    monkeypatch.setattr(train, "sharpe_interval", recorded)
+    monkeypatch.setattr(suite, "sharpe_interval", recorded)  # the one metrics suite's bootstrap
     rl = {"common": {"window": 5, "episode_length": 40, "eval_freq": 64}}
     rl["ppo"] = {"net_arch": [16], "n_steps": 32, "batch_size": 32, "n_epochs": 1, "n_envs": 2, "total_timesteps": 64}
     params = params_from_dict({"base": {"seed": 3}, "rl": rl})
@@ -191,14 +191,20 @@ def test_agents_report_the_bootstrap_interval_of_their_test_sharpe(
     [(returns, seed)] = calls
     assert seed == 3
     assert metrics_of(returns, np.zeros((returns.size, 2)))["sharpe"] == pytest.approx(run.metrics["test/sharpe"])
-    assert (low, high) == sharpe_interval(returns, seed=3)
-    assert low <= high
+    # ...and the evaluate section's bootstrap settings, as every other report of a Sharpe interval.
+    evaluate = params.evaluate
+    assert (low, high) == sharpe_interval(
+        returns, samples=evaluate.bootstrap_samples, block_length=evaluate.block_length, seed=3
+    )
+    assert low < run.metrics["test/sharpe"] < high
 
 
 def test_ensembles_report_the_bootstrap_interval_on_both_splits(tmp_path: Path) -> None:
     from trade_agent.config.ensemble import EnsembleConfig
+    from trade_agent.config.evaluation import EvaluateConfig
     from trade_agent.config.rl import RLCommonConfig
-    from trade_agent.ensemble.stage import Member, MemberRuns, build_ensemble, ensemble_backtest
+    from trade_agent.ensemble.combine import MemberRuns
+    from trade_agent.ensemble.stage import Member, build_ensemble, ensemble_backtest
     from trade_agent.market.backtest import backtest
 
     common = RLCommonConfig()
@@ -227,7 +233,7 @@ def test_ensembles_report_the_bootstrap_interval_on_both_splits(tmp_path: Path) 
     # The bounds are those of the combined returns on each split, after costs.
     val_sharpes = np.array([r.metrics["sharpe"] for r in val.results])
     for split, split_runs in (("val", val), ("test", test_runs)):
-        result, _ = ensemble_backtest(EnsembleConfig(), split_runs, val_sharpes, common, 7)
+        result, _ = ensemble_backtest(EnsembleConfig(), split_runs, val_sharpes, common, EvaluateConfig(), 7)
         assert result.metrics["sharpe"] == pytest.approx(first.metrics[f"{split}/sharpe"])
         expected = sharpe_interval(result.returns, seed=7)
         assert (first.metrics[f"{split}/sharpe_ci_low"], first.metrics[f"{split}/sharpe_ci_high"]) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -337,3 +338,23 @@ def test_release_matches_the_committed_lock_without_a_dvc_cache() -> None:
     exported = json.loads((root / "models" / "registry.json").read_text())["models"]
     matched = {dir_md5(entry["files"]) for entry in exported} & outs
     assert matched == outs  # every committed model output is a registered entry, found by hash alone
+
+
+def test_a_newer_run_of_known_content_refreshes_only_the_run_record(tmp_path: Path) -> None:
+    """Same weights, a different run-specific file (SB3's model.zip, metadata.json): same id, one
+    entry, and the entry's files follow the newest stage output, so its directory hash is the
+    one the newest dvc.lock records (releases and fetch-by-id find it)."""
+    from trade_agent.registry.release import dir_md5
+
+    registry = ModelRegistry(tmp_path / "models")
+    directory = model_dir(tmp_path, b"weights")
+    (directory / "model.zip").write_bytes(b"run one")
+    first = registry.register_model("cnn_lstm", directory, None, config(), GOOD, {"sha": "d1"})
+    before = dir_md5(registry.get_model(first).files)
+    (directory / "model.zip").write_bytes(b"run two")
+    again = registry.register_model("cnn_lstm", directory, None, config(), GOOD, {"sha": "d1"})
+    entry = ModelRegistry(tmp_path / "models").get_model(again)  # re-read from the store
+    assert again == first and len(registry.list_models()) == 1
+    assert entry.files["model.zip"]["sha256"] == hashlib.sha256(b"run two").hexdigest()
+    assert dir_md5(entry.files) != before
+    assert registry.validate_model_integrity(first)  # the new bytes are in the store

@@ -294,8 +294,14 @@ class ModelRegistry:
             resolved_deps = [resolve(dep, list(entries.values()), self._rank)["model_id"] for dep in deps_in]
             for entry in entries.values():
                 if entry["checksum"] == checksum and entry["model_type"] == model_type:
-                    for info in files.values():  # `models gc` may have dropped them
-                        self.store.add_object(info["_path"], info["sha256"])
+                    for rel, info in files.items():
+                        self.store.add_object(info["_path"], info["sha256"])  # `models gc` may have dropped them
+                        if rel in RUN_SPECIFIC and entry["files"].get(rel, {}).get("sha256") != info["sha256"]:
+                            # The same model from a newer run: its run record follows the latest
+                            # stage output, so the entry's directory hash is the dvc.lock's.
+                            entry["files"][rel] = {k: v for k, v in info.items() if k != "_path"}
+                    if self.export_enabled:
+                        self._export(index)
                     log.info("registry: %s is already registered as %s", model_path, entry["model_id"])
                     return str(entry["model_id"])
             for dep in resolved_deps:
