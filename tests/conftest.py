@@ -168,12 +168,26 @@ class ReproducedRepo:
 
 @pytest.fixture(scope="session")
 def dvc_reproduced(dvc_template: Path, tmp_path_factory: pytest.TempPathFactory) -> ReproducedRepo:
-    """The template reproduced once per session: every test that needs a built pipeline copies this."""
-    repo = tmp_path_factory.mktemp("dvc-reproduced") / "repo"
-    shutil.copytree(dvc_template, repo, symlinks=True)
-    result = run(["dvc", "repro"], repo)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return ReproducedRepo(repo, result.stdout + result.stderr)
+    """The template reproduced once per test run: every test that needs a built pipeline copies this.
+
+    Under pytest-xdist the workers share it (the first to arrive builds it under a file lock in
+    the run's common temp folder), so `make test` pays for one full `dvc repro`, not one per worker.
+    """
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # .../pytest-N/ (each worker's basetemp is .../pytest-N/gwK)
+    repo, log = shared / "dvc-reproduced" / "repo", shared / "dvc-reproduced" / "repro.log"
+    with FileLock(str(shared / "dvc-reproduced.lock")):
+        if not log.is_file():
+            if repo.exists():
+                shutil.rmtree(repo)  # a worker died mid-build: start over
+            shutil.copytree(dvc_template, repo, symlinks=True)
+            result = run(["dvc", "repro"], repo)
+            assert result.returncode == 0, result.stdout + result.stderr
+            log.write_text(result.stdout + result.stderr)  # written last: the repo is complete
+    return ReproducedRepo(repo, log.read_text())
 
 
 @pytest.fixture

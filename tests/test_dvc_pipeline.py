@@ -94,9 +94,16 @@ def test_repro_is_incremental_and_uses_the_run_cache(dvc_reproduced: ReproducedR
     assert sha256_file(features) == original  # byte-identical restore
 
 
-def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None:
+def test_model_param_change_reruns_only_the_model_stages_and_registers_versions(dvc_repo: Path) -> None:
+    """One stage-1 retraining (the costly part) serves both checks: what re-runs, and what the
+    registry keeps (every version retrievable, a reverted param restored without registering)."""
     model = dvc_repo / "models" / "pipeline" / "cnn_lstm" / "model.pt"
     before = sha256_file(model)
+    first_files = {
+        p.relative_to(dvc_repo / "models/pipeline/cnn_lstm"): p.read_bytes()
+        for p in (dvc_repo / "models/pipeline/cnn_lstm").rglob("*")
+        if p.is_file()
+    }
     _set(dvc_repo, "cnn_lstm", "learning_rate", 0.003)
     changed = _repro(dvc_repo)
     ran = sorted(line.split("'")[1] for line in changed.splitlines() if line.startswith("Running stage"))
@@ -104,8 +111,10 @@ def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None
     assert sha256_file(model) != before
     embeddings = pd.read_parquet(dvc_repo / "data" / "embeddings" / "embeddings.parquet")
     assert {"emb_0", "prob_up", "pred_return", "split"} <= set(embeddings.columns)
+    listed = json.loads(run([*CLI, "train", "list", "--model-type", "cnn_lstm", "--json"], dvc_repo).stdout)
+    assert [m["version"] for m in listed] == ["1.1.0", "1.0.0"]  # hyperparameter change: MINOR
     metrics = json.loads((dvc_repo / "metrics" / "cnn_lstm.json").read_text())
-    assert 0 <= metrics["test/accuracy"] <= 1
+    assert metrics["test/accuracy"] == listed[0]["metrics"]["test/accuracy"]  # the stage's metrics, registered
     plots = run(["dvc", "plots", "show", "--json"], dvc_repo)
     assert plots.returncode == 0 and "val/loss" in plots.stdout
     for curve in (
@@ -114,6 +123,17 @@ def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None
         "plots/ppo/equity.tsv",
     ):
         assert curve in plots.stdout
+    got = run([*CLI, "models", "get", "cnn_lstm@v1.0.0", "-o", "restored"], dvc_repo)
+    assert got.returncode == 0, got.stderr
+    restored = {
+        p.relative_to(dvc_repo / "restored"): p.read_bytes() for p in (dvc_repo / "restored").rglob("*") if p.is_file()
+    }
+    assert restored == first_files  # byte-identical, although the workspace holds v1.1.0 now
+    # Reverting the param restores every stage from the run-cache: nothing new is registered.
+    _set(dvc_repo, "cnn_lstm", "learning_rate", 0.001)
+    reverted = _repro(dvc_repo)
+    assert "Running stage" not in reverted and sha256_file(model) == before
+    assert len(json.loads(run([*CLI, "train", "list", "--model-type", "cnn_lstm", "--json"], dvc_repo).stdout)) == 2
     # One algorithm's params re-run that algorithm only. A learning rate whose training is not
     # selected over the warm start leaves the same policy: DVC then stops there.
     _set_nested(dvc_repo, ("rl", "sac", "learning_rate"), 0.001)
@@ -123,11 +143,24 @@ def test_model_param_change_reruns_only_the_model_stages(dvc_repo: Path) -> None
     ran = sorted(line.split("'")[1] for line in _repro(dvc_repo).splitlines() if line.startswith("Running stage"))
     assert ran == ["ensemble", "evaluate", "rl@sac"]  # not the other agents, not the PPO hybrid
     agents = json.loads(run([*CLI, "train", "list", "--model-type", "sac", "--json"], dvc_repo).stdout)
-    # v1.1.0 came from the new upstream CNN-LSTM above (MINOR), v1.2.0 from SAC's own params.
+    # v1.1.0 came from the new upstream CNN-LSTM above (MINOR), v1.2.0 from SAC's own params,
+    # trained on the restored v1.0.0 CNN-LSTM.
     assert [a["version"] for a in agents] == ["1.2.0", "1.1.0", "1.0.0"]
-    assert agents[0]["dependencies"] == [
-        json.loads(run([*CLI, "train", "list", "--model-type", "cnn_lstm", "--json"], dvc_repo).stdout)[0]["model_id"]
-    ]
+    cnn_lstm_v1 = next(m["model_id"] for m in listed if m["version"] == "1.0.0")
+    assert agents[0]["dependencies"] == [cnn_lstm_v1] and agents[1]["dependencies"] == [listed[0]["model_id"]]
+    # A lost index comes back whole from the store's records (the export lists none of these).
+    everything = json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)
+    (dvc_repo / ".dvc" / "trade-agent-registry" / "index.json").unlink()
+    recovered = run([*CLI, "models", "recover"], dvc_repo)
+    assert recovered.returncode == 0, recovered.stderr
+    assert f"recovered {len(everything)} entries" in recovered.stdout and "from the store's records" in recovered.stdout
+    again = json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)
+    assert [(m["model_id"], m["checksum"]) for m in again] == [(m["model_id"], m["checksum"]) for m in everything]
+    assert len(everything) >= 9  # cnn_lstm x2, ppo/sac/td3 x2 (+ sac v1.2.0), hybrid, ensemble
+    # The store sits beside the DVC cache, shared with experiment workspaces, never in git.
+    assert (dvc_repo / ".dvc" / "trade-agent-registry" / "index.json").is_file()
+    run(["git", "add", "-A"], dvc_repo)
+    assert ".dvc/trade-agent-registry" not in run(["git", "status", "--porcelain"], dvc_repo).stdout
 
 
 def test_failed_validation_leaves_no_outputs(dvc_fresh_repo: Path) -> None:
@@ -157,41 +190,6 @@ def test_a_failed_stage_names_the_checkout_that_restores_its_previous_outputs(dv
     assert not market.exists()  # DVC removed them before running the command
     assert run(["dvc", "checkout", "prepare"], dvc_repo).returncode == 0
     assert sha256_file(market) == before
-
-
-def test_stage_registers_models_and_any_version_is_retrievable(dvc_repo: Path) -> None:
-    first_files = {
-        p.relative_to(dvc_repo / "models/pipeline/cnn_lstm"): p.read_bytes()
-        for p in (dvc_repo / "models/pipeline/cnn_lstm").rglob("*")
-        if p.is_file()
-    }
-    _set(dvc_repo, "cnn_lstm", "dropout", 0.2)
-    _repro(dvc_repo)
-    listed = json.loads(run([*CLI, "train", "list", "--model-type", "cnn_lstm", "--json"], dvc_repo).stdout)
-    assert [m["version"] for m in listed] == ["1.1.0", "1.0.0"]  # hyperparameter change: MINOR
-    got = run([*CLI, "models", "get", "cnn_lstm@v1.0.0", "-o", "restored"], dvc_repo)
-    assert got.returncode == 0, got.stderr
-    restored = {
-        p.relative_to(dvc_repo / "restored"): p.read_bytes() for p in (dvc_repo / "restored").rglob("*") if p.is_file()
-    }
-    assert restored == first_files  # byte-identical, although the workspace holds v1.1.0 now
-    # Reverting the param restores the stage from the run-cache: nothing new is registered.
-    _set(dvc_repo, "cnn_lstm", "dropout", 0.1)
-    _repro(dvc_repo)
-    assert len(json.loads(run([*CLI, "train", "list", "--model-type", "cnn_lstm", "--json"], dvc_repo).stdout)) == 2
-    # A lost index comes back whole from the store's records (the export lists none of these).
-    listed = json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)
-    (dvc_repo / ".dvc" / "trade-agent-registry" / "index.json").unlink()
-    recovered = run([*CLI, "models", "recover"], dvc_repo)
-    assert recovered.returncode == 0, recovered.stderr
-    assert f"recovered {len(listed)} entries" in recovered.stdout and "from the store's records" in recovered.stdout
-    again = json.loads(run([*CLI, "train", "list", "--json"], dvc_repo).stdout)
-    assert [(m["model_id"], m["checksum"]) for m in again] == [(m["model_id"], m["checksum"]) for m in listed]
-    assert len(listed) >= 8  # every stage's registrations: cnn_lstm x2, ppo/sac/td3, hybrid, ensemble
-    # The store sits beside the DVC cache, shared with experiment workspaces, never in git.
-    assert (dvc_repo / ".dvc" / "trade-agent-registry" / "index.json").is_file()
-    run(["git", "add", "-A"], dvc_repo)
-    assert ".dvc/trade-agent-registry" not in run(["git", "status", "--porcelain"], dvc_repo).stdout
 
 
 def test_release_is_seen_by_gto_and_dvc_artifacts_get(dvc_repo: Path) -> None:
