@@ -36,7 +36,7 @@ run: install  ## run the default pipeline on the embedded real dataset
 test: install  ## run the test suite
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "could not install chromium: tests/test_offline_plots.py will skip"
-	pytest -n 2
+	pytest -n 3
 
 bench: install  ## benchmarks, as ratios against baselines measured in the same run
 	$(PIP) -c constraints.txt -e ".[dev,bench]"

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NUMBER = r"([\d,]+(?:\.\d+)?)"
+NUMBER = r"(-?[\d,]+(?:\.\d+)?)"  # a share can be negative when timing noise favours ours
 
 
 def value(text: str) -> float:
