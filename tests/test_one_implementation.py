@@ -4,6 +4,7 @@ model's numbers reports the same numbers (on the tiny pipeline, reproduced once 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ def test_backtest_cli_prints_the_evaluation_report_numbers(dvc_repo: Path, name:
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},  # a shell's default: the command must pin its own threads
     )
     assert result.returncode == 0, result.stderr
     row = next(r for r in json.loads(result.stdout) if r["model"] == model_id)
