@@ -15,7 +15,6 @@ from trade_agent.data.ingest import load_file, select_and_align
 from trade_agent.errors import InputError
 from trade_agent.features.build import check_enough_bars, minimum_bars
 from trade_agent.log import setup_logging
-from trade_agent.training.data_pipeline import run_data_pipeline
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare and validate market data.")
 console = Console()
@@ -69,6 +68,8 @@ def pipeline(
             table.add_row(key, ", ".join(value) if isinstance(value, list) else str(value))
         console.print(table)
         return
+    from trade_agent.training.data_pipeline import run_data_pipeline  # loads the API only when it runs
+
     setup_logging()
     exported = run_data_pipeline(params, custom_params=params_file is not None, name=name, fmt=fmt)
     validation = exported.provenance["validation"]

@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -15,7 +15,9 @@ from trade_agent.cli.train_composite import ensemble, hybrid
 from trade_agent.config.rl import ALGOS
 from trade_agent.errors import InputError, TradeAgentError
 from trade_agent.log import setup_logging
-from trade_agent.training.unified_manager import TrainingConfig, TrainingResult, UnifiedTrainingManager
+
+if TYPE_CHECKING:  # the API (torch, SB3) loads only when a command trains: `--help` stays fast
+    from trade_agent.training.unified_manager import TrainingResult
 
 train_app = typer.Typer(
     no_args_is_help=True,
@@ -24,7 +26,7 @@ train_app = typer.Typer(
 console = make_console()
 
 
-def print_metrics(result: TrainingResult) -> None:
+def print_metrics(result: "TrainingResult") -> None:
     """val/test metrics side by side."""
     table = Table(title=f"{result.model_type} -> {result.model_path}")
     table.add_column("metric")
@@ -84,6 +86,8 @@ def _print_experiment(root: Path, model_type: str, result: Any, as_json: bool) -
         typer.echo(json.dumps(payload, indent=2))
         return
     out = str(paths.pipeline_model(model_type))
+    from trade_agent.training.unified_manager import TrainingResult
+
     print_metrics(TrainingResult(result.name, model_type, "completed", model_path=out, metrics=entry.metrics))
     console.print(
         f"experiment [bold]{result.name}[/]: {how}; model [bold]{entry.model_id}[/] (grade {entry.performance_grade})"
@@ -91,7 +95,7 @@ def _print_experiment(root: Path, model_type: str, result: Any, as_json: bool) -
     console.print(f"`dvc exp show` lists it; `dvc exp apply {result.name}` brings its params into the workspace")
 
 
-def _finish(result: TrainingResult, as_json: bool) -> None:
+def _finish(result: "TrainingResult", as_json: bool) -> None:
     if result.status != "completed":
         raise result.exception or TradeAgentError(result.error_message or "training failed")
     if result.model_id is None:
@@ -183,6 +187,7 @@ def cnn_lstm_enhanced(
     `--no-dvc`, `--optimize` or `--params`, it trains in-process."""
     from trade_agent.config import load_params_or_defaults
     from trade_agent.experiments import project_for, train_as_experiment
+    from trade_agent.training.unified_manager import TrainingConfig, UnifiedTrainingManager
 
     setup_logging()
     options: dict[str, Any] = {
@@ -280,6 +285,7 @@ def _agent_command(algo: str) -> None:
         from trade_agent.config import load_params_or_defaults
         from trade_agent.experiments import project_for, train_as_experiment
         from trade_agent.registry import ModelRegistry
+        from trade_agent.training.unified_manager import TrainingConfig, UnifiedTrainingManager
 
         setup_logging()
         params = load_params_or_defaults(params_file)

@@ -37,7 +37,6 @@ from trade_agent.tuning import SearchSpec, search, study_name
 if TYPE_CHECKING:
     from trade_agent.cnn_lstm.distributed.launch import DistributedRun
     from trade_agent.cnn_lstm.stage import CnnLstmRun
-    from trade_agent.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +318,6 @@ class UnifiedTrainingManager:
             self._trainings.setdefault(training_id, {}).update(values)
 
     def _train(self, training_id: str, config: TrainingConfig) -> TrainingResult:
-
         if config.model_type in PLANNED_MODEL_TYPES:
             raise FeatureNotAvailableError(
                 f"training '{config.model_type}' is not available yet through TrainingConfig; use "
