@@ -22,6 +22,7 @@ from benchmarks.backtest import bench_backtest
 from benchmarks.distributed import bench_distributed
 from benchmarks.reference_features import reference_features
 from benchmarks.rl_env import bench_env, bench_ppo
+from benchmarks.timestamps import bench_timestamps
 from trade_agent.cnn_lstm.model import CNNLSTM, CNNLSTMSpec
 from trade_agent.cnn_lstm.trainer import CNNLSTMTrainer
 from trade_agent.cnn_lstm.windows import WindowData
@@ -126,13 +127,16 @@ def main() -> None:
     parser.add_argument(
         "--dist-bars", type=int, default=4000, help="bars per symbol (4 symbols) for --only distributed"
     )
+    parser.add_argument("--timestamp-rows", type=int, default=1_000_000)
     parser.add_argument("--dist-epochs", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (distributed benchmark)")
     parser.add_argument("--nproc", type=int, default=2, help="processes (GPUs) of the distributed benchmark")
     parser.add_argument(
-        "--only", choices=["features", "trainer", "env", "ppo", "backtest", "distributed"], default=None
+        "--only", choices=["timestamps", "features", "trainer", "env", "ppo", "backtest", "distributed"], default=None
     )
     args = parser.parse_args()
+    if args.only in (None, "timestamps"):
+        bench_timestamps(args.timestamp_rows, args.repeat)
     if args.only in (None, "features"):
         bench_features(args.symbols, args.bars, args.repeat)
     if args.only in (None, "trainer"):

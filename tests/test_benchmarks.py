@@ -59,6 +59,8 @@ def test_benchmarks_run_and_report_ratios() -> None:
             "400",
             "--dist-epochs",
             "1",
+            "--timestamp-rows",
+            "2000",
         ],
         capture_output=True,
         text=True,
@@ -66,6 +68,13 @@ def test_benchmarks_run_and_report_ratios() -> None:
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
+
+    # Timestamps: each detected layout parses to exactly what pandas gives with the format.
+    assert "timestamps: 2,000 rows per layout" in out
+    for layout in ("m/d/yyyy HH:MM (Yahoo-like, month-first)", "dd.mm.yyyy HH:MM:SS.fff (Dukascopy)", "ISO 8601"):
+        ours, baseline, ratio = row(out, f"{layout}: ours", "s detected, pandas with the format", "s:", "x;")
+        assert ours > 0 and baseline > 0 and ratio > 0
+        assert next(x for x in out.splitlines() if layout in x).endswith("identical: True")
 
     # Features: 2 symbols x 3,000 bars; each rate is rows / the seconds on its line, and the
     # speed-up is the pandas baseline's time over ours (= our rate over its rate).

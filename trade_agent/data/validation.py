@@ -9,12 +9,14 @@ then the price/volume rules. Split/dividend adjustment with ``adj_close`` comes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
 
 from trade_agent.data.loaders import LINE, RawTable
 from trade_agent.data.schema import MARKET_COLUMNS, OHLCV, PRICE_COLUMNS, SYMBOL, TIMESTAMP, VOLUME
+from trade_agent.data.timestamps import TimestampProblem, parse_timestamps
 from trade_agent.errors import DataValidationError
 
 NUMERIC = (*OHLCV, "adj_close")
@@ -33,6 +35,7 @@ class ValidationReport:
     end: str = ""
     repaired_values: dict[str, int] = field(default_factory=dict)
     adjusted_with_adj_close: bool = False
+    timestamp_layout: str = ""  # how the timestamps were read, e.g. "%m/%d/%Y" or "ISO 8601"
 
     @property
     def total_repaired(self) -> int:
@@ -46,8 +49,9 @@ def _where(raw: RawTable, positions: np.ndarray | pd.Index, limit: int = 3) -> s
     return f"{label} {', '.join(str(int(x)) for x in lines)}{more}"
 
 
-def _fail(raw: RawTable, column: str | None, positions: np.ndarray | pd.Index, problem: str, fix: str) -> None:
-    col = f"column '{column}', " if column else ""
+def _fail(raw: RawTable, column: str | None, positions: np.ndarray | pd.Index, problem: str, fix: str) -> NoReturn:
+    """Raise naming the file, the file's own header for ``column`` and the rows."""
+    col = f"column '{raw.header(column)}', " if column else ""
     raise DataValidationError(f"{raw.source}: {col}{_where(raw, positions)}: {problem}; {fix}")
 
 
@@ -58,33 +62,13 @@ def _is_blank(series: pd.Series) -> np.ndarray:
     return (series.isna() | text.isna() | text.str.lower().isin(["", "nan", "na", "null", "none"])).to_numpy(bool)
 
 
-def _parse_timestamps(raw: RawTable, date_format: str) -> pd.Series:
-    column = raw.frame[TIMESTAMP]
-    if pd.api.types.is_datetime64_any_dtype(column):
-        parsed = pd.to_datetime(column, utc=True)
-    else:
-        text = column.astype("string").str.strip()
-        with_offset = text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).fillna(False).to_numpy(bool)
-        if with_offset.any() and not with_offset.all():
-            bad = np.flatnonzero(~with_offset)
-            _fail(
-                raw,
-                TIMESTAMP,
-                bad,
-                f"timestamp {text.iloc[bad[0]]!r} has no UTC offset while others do",
-                "give every timestamp an offset, or none (naive times are read as UTC)",
-            )
-        fmt = date_format or "ISO8601"
-        parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-        bad = np.flatnonzero(parsed.isna().to_numpy())
-        if len(bad):
-            hint = (
-                f"check it matches data.date_format '{date_format}'"
-                if date_format
-                else "use ISO dates (2017-01-31 22:00:00) or set data.date_format, e.g. '%d.%m.%Y %H:%M:%S.%f'"
-            )
-            _fail(raw, TIMESTAMP, bad, f"cannot parse {text.iloc[bad[0]]!r} as a timestamp", hint)
-    return parsed.dt.tz_convert(None).astype("datetime64[ns]")
+def _parse_timestamps(raw: RawTable, date_format: str, report: ValidationReport) -> pd.Series:
+    try:
+        parsed = parse_timestamps(raw.frame[TIMESTAMP], date_format)
+    except TimestampProblem as problem:
+        _fail(raw, TIMESTAMP, problem.positions, problem.problem, problem.fix)
+    report.timestamp_layout = parsed.layout
+    return parsed.values
 
 
 def _parse_numbers(raw: RawTable, column: str, blank: np.ndarray) -> pd.Series:
@@ -127,7 +111,7 @@ def _repair_gaps(raw: RawTable, frame: pd.DataFrame, max_gap: int, report: Valid
             rows = frame.index[missing & at_start]
             _fail(
                 raw,
-                shown,
+                column,
                 rows,
                 "missing value before the first valid bar of "
                 f"symbol {frame[SYMBOL].iloc[rows[0]]!r} (nothing to forward-fill from)",
@@ -138,7 +122,7 @@ def _repair_gaps(raw: RawTable, frame: pd.DataFrame, max_gap: int, report: Valid
             rows = frame.index[too_long]
             _fail(
                 raw,
-                shown,
+                column,
                 rows,
                 f"{int(run_len[too_long].max())} consecutive missing values exceed data.max_gap={max_gap}",
                 "fill the gap in the file or raise data.max_gap",
@@ -174,7 +158,7 @@ def validate_market_table(
     for column, blank in blanks.items():
         if blank.all():
             raise DataValidationError(
-                f"{raw.source}: column '{column}' is entirely empty; fill it or remove the column"
+                f"{raw.source}: column '{raw.header(column)}' is entirely empty; fill it or remove the column"
             )
     bad_ts = np.flatnonzero(blanks[TIMESTAMP])
     if len(bad_ts):
@@ -190,7 +174,10 @@ def validate_market_table(
             "every row of a long-format file needs a symbol",
         )
     out = pd.DataFrame(
-        {TIMESTAMP: _parse_timestamps(raw, date_format), SYMBOL: frame[SYMBOL].astype("string").str.strip().astype(str)}
+        {
+            TIMESTAMP: _parse_timestamps(raw, date_format, report),
+            SYMBOL: frame[SYMBOL].astype("string").str.strip().astype(str),
+        }
     )
     for column in [c for c in NUMERIC if c in frame.columns]:
         out[column] = _parse_numbers(raw, column, blanks[column])
@@ -198,7 +185,13 @@ def validate_market_table(
     if "adj_close" in out.columns:
         bad = np.flatnonzero((out["adj_close"] <= 0).to_numpy())
         if len(bad):
-            _fail(raw, "adj close", bad, "adjusted close must be > 0", "fix it or drop the 'Adj Close' column")
+            _fail(
+                raw,
+                "adj_close",
+                bad,
+                "adjusted close must be > 0",
+                f"fix it or drop the '{raw.header('adj_close')}' column",
+            )
         # Repair gaps in the adjustment factor, not in adj_close itself: a forward-filled
         # adj_close over a new close would fake a zero return.
         out[ADJ_FACTOR] = out["adj_close"] / out["close"]
@@ -219,7 +212,8 @@ def validate_market_table(
     # Sort, keeping the original positions so errors still name file lines.
     order = np.lexsort((out[TIMESTAMP].to_numpy(), out[SYMBOL].to_numpy()))
     out = out.iloc[order].reset_index(drop=True)
-    sorted_raw = RawTable(frame=out[[LINE]], source=raw.source, row_label=raw.row_label)
+    headers = raw.headers | {ADJ_FACTOR: raw.header("adj_close")}
+    sorted_raw = RawTable(frame=out[[LINE]], source=raw.source, row_label=raw.row_label, headers=headers)
     out = _repair_gaps(sorted_raw, out, max_gap, report)
 
     for column in PRICE_COLUMNS:
