@@ -58,7 +58,16 @@ def oracle_sharpe(repo: Path, ar: float) -> dict[str, float]:
     previous = market.shift(1).loc[times].to_numpy(np.float64)
     r = np.log(close / previous)[:-1]
     weights = np.sign(ar * r) * common.max_leverage / close.shape[1]
-    result = backtest(weights, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage)
+    result = backtest(
+        weights,
+        open_,
+        close,
+        0,
+        common.cost_bps,
+        common.slippage_bps,
+        common.max_leverage,
+        periods_per_year=data.frequency.periods_per_year,
+    )
     return result.metrics
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from trade_agent.data.frequency import DAILY_PERIODS_PER_YEAR
 from trade_agent.data.synthetic import SyntheticSpec, generate_synthetic
 from trade_agent.market.simulator import MarketPanel, SimulatorConfig
 from trade_agent.market.trading_env import PortfolioEnv, VecPortfolioEnv
@@ -43,6 +44,7 @@ def _panel_like_anytrading(bars: pd.DataFrame) -> MarketPanel:
         context=np.zeros((len(bars), 1, 0), np.float32),
         open=bars["open"].to_numpy()[:, None],
         close=close[:, None],
+        periods_per_year=DAILY_PERIODS_PER_YEAR,  # synthetic business-day bars
     )
 
 
@@ -161,6 +163,7 @@ def bench_ppo(timesteps: int, n_assets: int = 4, n_features: int = 35, context: 
         context=rng.standard_normal((bars, n_assets, context)).astype(np.float32),
         open=close * np.exp(rng.normal(0, 0.002, close.shape)),
         close=close,
+        periods_per_year=DAILY_PERIODS_PER_YEAR,
     )
     config = SimulatorConfig(window=WINDOW, episode_length=256)
     real = VecPortfolioEnv(panel, config, n_envs=8, seed=0)

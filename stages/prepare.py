@@ -10,7 +10,7 @@ from trade_agent.log import setup_logging
 def main() -> None:
     setup_logging()
     params = load_params("params.yaml")
-    prepare(params.data, paths.PREPARED_DIR, params.base.seed)
+    prepare(params.data, paths.PREPARED_DIR, params.base.seed, train_fraction=params.splits.train)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,15 @@ def test_a_run_killed_mid_training_resumes_from_its_last_checkpoint(
             lambda obs: policy.predict(obs, deterministic=True)[0], observation.apply(PANELS[split]), sim
         ).weights
         prices = PANELS[split].open, PANELS[split].close
-        result = backtest(weights, *prices, sim.window - 1, sim.cost_bps, sim.slippage_bps, sim.max_leverage)
+        result = backtest(
+            weights,
+            *prices,
+            sim.window - 1,
+            sim.cost_bps,
+            sim.slippage_bps,
+            sim.max_leverage,
+            periods_per_year=PANELS[split].periods_per_year,
+        )
         assert len(weights) == PANELS[split].n_bars - sim.window
         assert run.metrics[f"{split}/sharpe"] == pytest.approx(result.metrics["sharpe"], abs=1e-9), split
         assert run.metrics[f"{split}/total_return"] == pytest.approx(result.metrics["total_return"], abs=1e-9)

@@ -57,7 +57,7 @@ def oracle(panel: MarketPanel, ar: float, first_decision: int):
     return predict
 
 
-def sharpe_standard_error(sharpe: float, n: int, periods_per_year: float = 252.0) -> float:
+def sharpe_standard_error(sharpe: float, n: int, periods_per_year: float) -> float:
     """Lo (2002): se of an annualised Sharpe estimated from n i.i.d. periods."""
     per_period = sharpe / np.sqrt(periods_per_year)
     return float(np.sqrt((1 + 0.5 * per_period**2) / n) * np.sqrt(periods_per_year))
@@ -78,4 +78,4 @@ def test_ppo_finds_nothing_in_pure_noise(tmp_path: Path) -> None:
     params, panels = synthetic_run(0.0, tmp_path)
     run = train_agent("ppo", params, panels, tmp_path / "agent")
     sharpe, n = run.metrics["test/sharpe"], panels["test"].n_bars - params.rl.common.window
-    assert sharpe < 2 * sharpe_standard_error(sharpe, n), sharpe
+    assert sharpe < 2 * sharpe_standard_error(sharpe, n, panels["test"].periods_per_year), sharpe

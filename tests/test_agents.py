@@ -105,6 +105,7 @@ def test_train_agent_writes_the_agent_directory(tmp_path: Path) -> None:
     files = {p.name for p in (tmp_path / "ppo").iterdir()}
     assert files == {"model.zip", "policy.pt", "policy.json", "metrics.json"}
     assert {"test/sharpe", "test/max_drawdown", "test/turnover", "val/sharpe"} <= set(run.metrics)
+    assert run.metrics["periods_per_year"] == panels["test"].periods_per_year  # what the metrics are annualised with
     equity = pd.read_csv(tmp_path / "plots" / "equity.tsv", sep="\t")
     assert list(equity.columns) == ["step", "equity"]
     assert equity["equity"].iloc[-1] == pytest.approx(1 + run.metrics["test/total_return"], abs=1e-6)

@@ -7,8 +7,11 @@ import pytest
 
 from tests.test_envs import panel
 from trade_agent.agents.evaluation import run_episode
+from trade_agent.data.frequency import DAILY_PERIODS_PER_YEAR
 from trade_agent.market.backtest import backtest, buy_and_hold_weights, equal_weight_weights
 from trade_agent.market.simulator import SimulatorConfig
+
+PPY = DAILY_PERIODS_PER_YEAR  # the test panels are daily
 
 
 def slow_backtest(weights: np.ndarray, open_: np.ndarray, close: np.ndarray, start: int, rate: float) -> np.ndarray:
@@ -36,7 +39,9 @@ def test_vectorised_backtest_equals_the_slow_loop_on_random_weights(n_assets: in
     rng = np.random.default_rng(0)
     weights = rng.uniform(-1, 1, (250, n_assets)) / n_assets
     weights[rng.random(weights.shape) < 0.2] = 0.0  # flats
-    result = backtest(weights, p.open, p.close, start=20, cost_bps=10, slippage_bps=5, max_leverage=1.0)
+    result = backtest(
+        weights, p.open, p.close, start=20, cost_bps=10, slippage_bps=5, max_leverage=1.0, periods_per_year=PPY
+    )
     expected = slow_backtest(weights, p.open, p.close, 20, 15e-4)
     np.testing.assert_allclose(result.returns, expected, rtol=1e-10, atol=1e-13)
     assert result.metrics["total_return"] == pytest.approx(np.prod(1 + expected) - 1, rel=1e-10)
@@ -48,7 +53,16 @@ def test_backtest_reproduces_the_environment() -> None:
     config = SimulatorConfig(window=5, cost_bps=5, slippage_bps=2, max_leverage=1.5)
     rng = np.random.default_rng(1)
     returns, weights, _, turnover = run_episode(lambda obs: rng.uniform(-1, 1, 3), p, config)
-    result = backtest(weights, p.open, p.close, start=config.window - 1, cost_bps=5, slippage_bps=2, max_leverage=1.5)
+    result = backtest(
+        weights,
+        p.open,
+        p.close,
+        start=config.window - 1,
+        cost_bps=5,
+        slippage_bps=2,
+        max_leverage=1.5,
+        periods_per_year=PPY,
+    )
     np.testing.assert_allclose(result.returns, returns, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(result.turnover, turnover, rtol=1e-10, atol=1e-13)
 
@@ -56,13 +70,13 @@ def test_backtest_reproduces_the_environment() -> None:
 def test_weights_never_see_the_future_and_fills_are_next_bar() -> None:
     p = panel(n_bars=100, n_assets=2, seed=5)
     weights = np.tile([0.5, -0.5], (60, 1))
-    base = backtest(weights, p.open, p.close, start=10)
+    base = backtest(weights, p.open, p.close, start=10, periods_per_year=PPY)
     # Changing bar 40's prices changes results from the decision at bar 39 on (filled at
     # open[40], marked at close[40]), never before.
     bumped_open, bumped_close = p.open.copy(), p.close.copy()
     bumped_open[40] *= 1.03
     bumped_close[40] *= 0.97
-    moved = backtest(weights, bumped_open, bumped_close, start=10)
+    moved = backtest(weights, bumped_open, bumped_close, start=10, periods_per_year=PPY)
     np.testing.assert_array_equal(moved.returns[: 39 - 10], base.returns[: 39 - 10])
     assert moved.returns[39 - 10] != base.returns[39 - 10]
 
@@ -70,23 +84,23 @@ def test_weights_never_see_the_future_and_fills_are_next_bar() -> None:
 def test_baselines() -> None:
     p = panel(n_bars=80, n_assets=3, seed=6)
     k = 70
-    hold = backtest(buy_and_hold_weights(p.open, 5, k), p.open, p.close, start=5)
+    hold = backtest(buy_and_hold_weights(p.open, 5, k), p.open, p.close, start=5, periods_per_year=PPY)
     np.testing.assert_allclose(hold.turnover[1:], 0.0, atol=1e-12)  # only the first fill trades
     assert hold.metrics["turnover"] == pytest.approx(1 / k)  # reported turnover is what was traded
     shares = (1 - 7e-4) / 3 / p.open[6]
     assert 1 + hold.metrics["total_return"] == pytest.approx(shares @ p.close[5 + k])
-    rebalanced = backtest(equal_weight_weights(3, k), p.open, p.close, start=5)
+    rebalanced = backtest(equal_weight_weights(3, k), p.open, p.close, start=5, periods_per_year=PPY)
     assert rebalanced.turnover[0] == pytest.approx(1.0) and (rebalanced.turnover[1:] > 0).all()
 
 
 def test_leverage_cap_and_bad_shapes() -> None:
     p = panel(n_bars=30, n_assets=2)
-    result = backtest(np.tile([1.0, 1.0], (10, 1)), p.open, p.close, start=0, max_leverage=1.0)
+    result = backtest(np.tile([1.0, 1.0], (10, 1)), p.open, p.close, start=0, max_leverage=1.0, periods_per_year=PPY)
     np.testing.assert_allclose(np.abs(result.weights).sum(axis=1), 1.0)
     with pytest.raises(ValueError, match="need prices up to bar 30"):
-        backtest(np.zeros((25, 2)), p.open, p.close, start=5)
+        backtest(np.zeros((25, 2)), p.open, p.close, start=5, periods_per_year=PPY)
     with pytest.raises(ValueError, match="do not match weights for 3 assets"):
-        backtest(np.zeros((5, 3)), p.open, p.close, start=0)
+        backtest(np.zeros((5, 3)), p.open, p.close, start=0, periods_per_year=PPY)
 
 
 def test_bootstrap_interval_covers_the_true_sharpe_at_its_nominal_rate() -> None:
@@ -100,8 +114,8 @@ def test_bootstrap_interval_covers_the_true_sharpe_at_its_nominal_rate() -> None
     rng = np.random.default_rng(3)
     covered = 0
     for seed in range(60):
-        r = rng.normal(true_sharpe / np.sqrt(252) * 0.01, 0.01, 500)
-        low, high = sharpe_interval(r, samples=400, block_length=5, seed=seed)
+        r = rng.normal(true_sharpe / np.sqrt(PPY) * 0.01, 0.01, 500)
+        low, high = sharpe_interval(r, PPY, samples=400, block_length=5, seed=seed)
         covered += low <= true_sharpe <= high
     assert covered >= 50  # ~95% nominal; 50/60 leaves room for sampling noise
-    assert sharpe_interval(np.zeros(30)) == (0.0, 0.0)
+    assert sharpe_interval(np.zeros(30), PPY) == (0.0, 0.0)

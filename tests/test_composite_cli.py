@@ -56,6 +56,8 @@ def test_hybrid_ensemble_backtest_and_benchmark_from_the_cli(tmp_path: Path) -> 
         f"best member of {ensemble['model_id']}: {best}",
     }
     assert by_name[ensemble["model_id"]]["sharpe"] == pytest.approx(ensemble["metrics"]["test/sharpe"], abs=1e-9)
+    # Annualised with the data's bars per year, which every row and the ensemble's metrics record.
+    assert {r["periods_per_year"] for r in rows} == {ensemble["metrics"]["periods_per_year"]}
     # Same returns, same bootstrap settings and seed: the registered test interval, not just any interval.
     registered = registry.get_model(ensemble["model_id"]).metrics
     for bound in ("sharpe_ci_low", "sharpe_ci_high"):

@@ -87,6 +87,8 @@ def test_ensemble_from_stage2_agents_registers_with_members(tiny_stage2: dict[st
         train_ensemble(params, [tiny_stage2["ppo"]], *args)
     run = train_ensemble(params, [tiny_stage2["ppo"], tiny_stage2["sac"]], *args, registry=registry)
     assert {"test/sharpe", "test/ensemble_accuracy", "test/diversity", "val/sharpe"} <= set(run.metrics)
+    recorded = read_json(tiny_stage2["features"] / "schema.json")["frequency"]["periods_per_year"]
+    assert run.metrics["periods_per_year"] == recorded  # annualised with the data's bars per year
     assert [m["model_id"] for m in run.members] == ids
     ensemble_id = register_ensemble(run, params, registry)
     assert registry.get_model(ensemble_id).dependencies == ids

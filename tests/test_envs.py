@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from stable_baselines3.common.env_checker import check_env
 
+from trade_agent.data.frequency import DAILY_PERIODS_PER_YEAR
 from trade_agent.market.simulator import MarketPanel, SimulatorConfig
 from trade_agent.market.trading_env import PortfolioEnv, VecPortfolioEnv
 
@@ -19,6 +20,7 @@ def panel(n_bars: int = 80, n_assets: int = 2, seed: int = 0) -> MarketPanel:
         context=rng.random((n_bars, n_assets, 2)).astype(np.float32),
         open=open_,
         close=close,
+        periods_per_year=DAILY_PERIODS_PER_YEAR,
     )
 
 
@@ -43,6 +45,7 @@ def test_fill_at_next_open_not_at_the_decision_bar() -> None:
             base.context,
             open_ if open_ is not None else base.open,
             close if close is not None else base.close,
+            base.periods_per_year,
         )
         e = PortfolioEnv(p, CONFIG)
         e.reset(options={"start": 10})
@@ -111,9 +114,9 @@ def test_panel_from_stage_outputs(tiny_features_dir) -> None:
     names = json.loads((tiny_features_dir / "schema.json").read_text())["feature_names"]
     market = pd.read_parquet(tiny_features_dir.parent / "prepared" / "market.parquet")
     embeddings = features[["timestamp", "symbol"]].assign(emb_0=1.0, prob_up=0.5)
-    panel, times, symbols = build_panel(features, names, embeddings, market, "val", window=5)
+    panel, times, symbols = build_panel(features, names, embeddings, market, "val", window=5, periods_per_year=6_000.0)
     assert symbols == ["SYN0", "SYN1"] and panel.features.shape == (len(times), 2, len(names))
-    assert panel.context.shape[2] == 2
+    assert panel.context.shape[2] == 2 and panel.periods_per_year == 6_000.0
     val_times = features.loc[features["split"] == "val", "timestamp"].unique()
     assert times[4] == val_times.min() and times[-1] == val_times.max()  # 4 bars of history before
     row = market[(market["timestamp"] == times[7]) & (market["symbol"] == "SYN1")]

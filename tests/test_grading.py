@@ -14,12 +14,14 @@ import pytest
 
 from trade_agent.config import params_from_dict
 from trade_agent.config.registry import MetricRule, TypeGrading, default_grading
+from trade_agent.data.frequency import DAILY_PERIODS_PER_YEAR
 from trade_agent.errors import ConfigError
 from trade_agent.market.bootstrap import sharpe_interval
 from trade_agent.market.trading import trading_metrics as metrics_of
 from trade_agent.registry import ModelRegistry, composite_score, grade_for
 
 TRADING_TYPES = ("ppo", "sac", "td3", "hybrid", "ensemble")
+PPY = DAILY_PERIODS_PER_YEAR  # the synthetic series here are daily
 
 
 def trading(sharpe: float, ci_low: float | None = None, drawdown: float | None = None) -> dict[str, float]:
@@ -54,8 +56,8 @@ def test_a_model_that_never_trades_grades_f_and_below_any_positive_sharpe(model_
     assert composite_score(trading(0.0, drawdown=0.0), table) == 0.0  # no interval reported
     assert grade(flat, model_type) == grade(trading(0.0, drawdown=0.0), model_type) == "F"
     # The metrics a flat policy actually gets from the backtester and the bootstrap.
-    idle = {f"test/{k}": v for k, v in metrics_of(np.zeros(250), np.zeros((250, 2))).items()}
-    idle["test/sharpe_ci_low"], idle["test/sharpe_ci_high"] = sharpe_interval(np.zeros(250), seed=0)
+    idle = {f"test/{k}": v for k, v in metrics_of(np.zeros(250), np.zeros((250, 2)), periods_per_year=PPY).items()}
+    idle["test/sharpe_ci_low"], idle["test/sharpe_ci_high"] = sharpe_interval(np.zeros(250), PPY, seed=0)
     assert composite_score(idle, table) == 0.0
     flat_score = composite_score(flat, table)
     for sharpe in (0.01, 0.3, 1.0):
@@ -173,11 +175,11 @@ def test_agents_report_the_bootstrap_interval_of_their_test_sharpe(
     from trade_agent.evaluation import suite
     from trade_agent.io import read_json
 
-    calls: list[tuple[np.ndarray, int]] = []
+    calls: list[tuple[np.ndarray, float, int]] = []
 
-    def recorded(returns: np.ndarray, **kwargs: int) -> tuple[float, float]:
-        calls.append((np.asarray(returns).copy(), kwargs["seed"]))
-        return sharpe_interval(returns, **kwargs)
+    def recorded(returns: np.ndarray, periods_per_year: float, **kwargs: int) -> tuple[float, float]:
+        calls.append((np.asarray(returns).copy(), periods_per_year, kwargs["seed"]))
+        return sharpe_interval(returns, periods_per_year, **kwargs)
 
     monkeypatch.setattr(suite, "sharpe_interval", recorded)  # the one metrics suite's bootstrap
     rl = {"common": {"window": 5, "episode_length": 40, "eval_freq": 64}}
@@ -188,13 +190,14 @@ def test_agents_report_the_bootstrap_interval_of_their_test_sharpe(
     low, high = run.metrics["test/sharpe_ci_low"], run.metrics["test/sharpe_ci_high"]
     assert read_json(tmp_path / "ppo" / "metrics.json")["test/sharpe_ci_low"] == low
     # Bootstrapped once, with the run's seed, from the very returns test/sharpe is computed on.
-    [(returns, seed)] = calls
-    assert seed == 3
-    assert metrics_of(returns, np.zeros((returns.size, 2)))["sharpe"] == pytest.approx(run.metrics["test/sharpe"])
+    [(returns, periods_per_year, seed)] = calls
+    assert seed == 3 and periods_per_year == panels["test"].periods_per_year == run.metrics["periods_per_year"]
+    test_sharpe = metrics_of(returns, np.zeros((returns.size, 2)), periods_per_year=periods_per_year)["sharpe"]
+    assert test_sharpe == pytest.approx(run.metrics["test/sharpe"])
     # ...and the evaluate section's bootstrap settings, as every other report of a Sharpe interval.
     evaluate = params.evaluate
     assert (low, high) == sharpe_interval(
-        returns, samples=evaluate.bootstrap_samples, block_length=evaluate.block_length, seed=3
+        returns, periods_per_year, samples=evaluate.bootstrap_samples, block_length=evaluate.block_length, seed=3
     )
     assert low < run.metrics["test/sharpe"] < high
 
@@ -215,13 +218,17 @@ def test_ensembles_report_the_bootstrap_interval_on_both_splits(tmp_path: Path) 
         open_ = close * np.exp(rng.normal(0, 0.002, close.shape))
         weights = np.clip(rng.normal(0.2, 0.3, (2, bars, 2)), -0.5, 0.5)
         results = [
-            backtest(w, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage) for w in weights
+            backtest(
+                w, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage, periods_per_year=PPY
+            )
+            for w in weights
         ]
-        return MemberRuns(weights, results, open_, close)
+        return MemberRuns(weights, results, open_, close, PPY)
 
     val, test_runs = runs(120), runs(120)
     members = [Member("a", "ppo", None), Member("b", "sac", None)]
     first = build_ensemble(EnsembleConfig(), members, val, test_runs, common, tmp_path / "one", seed=7)
+    assert first.metrics["periods_per_year"] == PPY
     again = build_ensemble(EnsembleConfig(), members, val, test_runs, common, tmp_path / "two", seed=7)
     for split in ("val", "test"):
         low, high = first.metrics[f"{split}/sharpe_ci_low"], first.metrics[f"{split}/sharpe_ci_high"]
@@ -235,5 +242,5 @@ def test_ensembles_report_the_bootstrap_interval_on_both_splits(tmp_path: Path) 
     for split, split_runs in (("val", val), ("test", test_runs)):
         result, _ = ensemble_backtest(EnsembleConfig(), split_runs, val_sharpes, common, EvaluateConfig(), 7)
         assert result.metrics["sharpe"] == pytest.approx(first.metrics[f"{split}/sharpe"])
-        expected = sharpe_interval(result.returns, seed=7)
+        expected = sharpe_interval(result.returns, PPY, seed=7)
         assert (first.metrics[f"{split}/sharpe_ci_low"], first.metrics[f"{split}/sharpe_ci_high"]) == expected

@@ -105,11 +105,15 @@ def test_hybrid_fine_tunes_the_encoder_and_registers_with_lineage(
     data = SplitData.load(tiny_stage2["features"], None, tiny_stage2["market"], "test")
     weights = policy_weights(tmp_path / "hybrid", data, common)
     open_, close, _, _ = data.prices()
-    result = backtest(weights, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage)
+    ppy = data.frequency.periods_per_year
+    assert run.metrics["periods_per_year"] == ppy  # the hybrid stage records what it annualised with
+    result = backtest(
+        weights, open_, close, 0, common.cost_bps, common.slippage_bps, common.max_leverage, periods_per_year=ppy
+    )
     assert len(weights) > 10 and np.abs(weights).sum() > 0  # it trades
     for name in ("sharpe", "total_return", "max_drawdown", "turnover"):
         assert run.metrics[f"test/{name}"] == pytest.approx(result.metrics[name], abs=1e-9), name
-    bounds = sharpe_bounds(result.returns, params.evaluate, params.base.seed)
+    bounds = sharpe_bounds(result.returns, params.evaluate, params.base.seed, ppy)
     assert run.metrics["test/sharpe_ci_low"] == pytest.approx(bounds["sharpe_ci_low"], abs=1e-9)
     assert run.metrics["test/sharpe_ci_high"] == pytest.approx(bounds["sharpe_ci_high"], abs=1e-9)
     assert entry.metrics["test/sharpe"] == run.metrics["test/sharpe"]  # registered as measured

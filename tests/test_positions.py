@@ -40,7 +40,12 @@ def test_positions_of_every_model_type_are_walk_forward(tiny_stage2: dict[str, P
     features = upto(full.features)
     # Embeddings recomputed from the truncated features: the encoder itself must be causal.
     truncated = SplitData(
-        features, full.feature_names, compute_embeddings(tiny_stage2["cnn_lstm"], features), upto(full.market), "test"
+        features,
+        full.feature_names,
+        compute_embeddings(tiny_stage2["cnn_lstm"], features),
+        upto(full.market),
+        "test",
+        full.frequency,
     )
 
     def both(weights_of) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]

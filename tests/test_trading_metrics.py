@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from trade_agent.data.frequency import DAILY_PERIODS_PER_YEAR
 from trade_agent.market.trading import max_drawdown, trading_metrics
 
 
@@ -26,7 +27,7 @@ def test_hand_computed_values() -> None:
 
 
 def test_flat_and_degenerate_series() -> None:
-    flat = trading_metrics(np.zeros(10))
+    flat = trading_metrics(np.zeros(10), periods_per_year=DAILY_PERIODS_PER_YEAR)
     assert flat["sharpe"] == 0 and flat["max_drawdown"] == 0 and flat["win_rate"] == 0
     assert max_drawdown(np.array([1.0, 2.0, 1.0, 3.0])) == pytest.approx(0.5)
 
@@ -34,6 +35,6 @@ def test_flat_and_degenerate_series() -> None:
 def test_turnover_is_the_traded_notional_when_given() -> None:
     r = np.array([0.01, 0.02, -0.01, 0.0])
     drifting_targets = np.array([[0.5, 0.5], [0.52, 0.48], [0.49, 0.51], [0.5, 0.5]])
-    m = trading_metrics(r, positions=drifting_targets, traded=[1.0, 0.0, 0.0, 0.0])
+    m = trading_metrics(r, positions=drifting_targets, periods_per_year=4, traded=[1.0, 0.0, 0.0, 0.0])
     assert m["turnover"] == pytest.approx(0.25)  # only the first fill traded; drift is not trading
-    assert trading_metrics(r, positions=drifting_targets)["turnover"] > 0.25
+    assert trading_metrics(r, positions=drifting_targets, periods_per_year=4)["turnover"] > 0.25

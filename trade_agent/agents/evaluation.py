@@ -51,23 +51,24 @@ def evaluate(
     panel: MarketPanel,
     config: SimulatorConfig,
     discrete: bool = False,
-    periods_per_year: float = 252.0,
 ) -> dict[str, float]:
-    """Trading metrics of a deterministic policy on ``panel`` (returns after costs)."""
-    return episode_metrics(run_episode(predict, panel, config, discrete), periods_per_year)
+    """Trading metrics of a deterministic policy on ``panel`` (returns after costs),
+    annualised with the panel's ``periods_per_year``."""
+    return episode_metrics(run_episode(predict, panel, config, discrete), panel.periods_per_year)
 
 
-def episode_metrics(episode: Episode, periods_per_year: float = 252.0) -> dict[str, float]:
+def episode_metrics(episode: Episode, periods_per_year: float) -> dict[str, float]:
+    """Trading metrics of ``episode``, annualised with ``periods_per_year`` bars a year."""
     return trading_metrics(
         episode.returns,
         episode.weights,
-        periods_per_year,
+        periods_per_year=periods_per_year,
         episode_rewards=np.array([episode.total_reward]),
         traded=episode.turnover,
     )
 
 
-def sharpe_standard_error(sharpe: float, n: int, periods_per_year: float = 252.0) -> float:
+def sharpe_standard_error(sharpe: float, n: int, periods_per_year: float) -> float:
     """Standard error of an annualised Sharpe ratio estimated from ``n`` i.i.d. periods (Lo, 2002)."""
     per_period = sharpe / np.sqrt(periods_per_year)
     return float(np.sqrt((1.0 + 0.5 * per_period**2) / max(n, 1)) * np.sqrt(periods_per_year))
@@ -110,7 +111,9 @@ class ValSharpeCallback(BaseCallback):
         metrics = evaluate(self._predict, self.val_panel, self.sim_config, self.discrete)
         self.history.append({"step": float(self.num_timesteps), **{f"val/{k}": v for k, v in metrics.items()}})
         bars = self.val_panel.n_bars - self.sim_config.window
-        required = self.best_sharpe + self.margin * sharpe_standard_error(metrics["sharpe"], bars)
+        required = self.best_sharpe + self.margin * sharpe_standard_error(
+            metrics["sharpe"], bars, self.val_panel.periods_per_year
+        )
         if self.best_state is None or metrics["sharpe"] > required:
             self.best_sharpe, self.best_step = metrics["sharpe"], self.num_timesteps
             self.best_state = copy.deepcopy(self.model.policy.state_dict())

@@ -182,14 +182,15 @@ def train_agent(
     metrics = {f"val/{k}": v for k, v in evaluate(predict, panels["val"], sim, discrete).items()}
     # 0 with a warm start: validation kept the starting (cloned) policy; RL found nothing clearly better.
     metrics["train/selected_step"] = float(selector.best_step)
+    metrics["periods_per_year"] = float(panels["val"].periods_per_year)  # what val/ and test/ are annualised with
     returns = np.zeros(0)
     if evaluate_test:
         episode = run_episode(predict, panels["test"], sim, discrete)
         returns = episode.returns
-        metrics |= {f"test/{k}": v for k, v in episode_metrics(episode).items()}
+        metrics |= {f"test/{k}": v for k, v in episode_metrics(episode, panels["test"].periods_per_year).items()}
         metrics["test/total_reward"] = float(episode.total_reward)
         # The registry grades the bootstrap lower bound too (docs/grading.md).
-        bounds = sharpe_bounds(episode.returns, params.evaluate, params.base.seed)
+        bounds = sharpe_bounds(episode.returns, params.evaluate, params.base.seed, panels["test"].periods_per_year)
         metrics |= {f"test/{k}": v for k, v in bounds.items()}
     agent_dir.mkdir(parents=True, exist_ok=True)
     save_policy(

@@ -2,13 +2,16 @@
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from trade_agent.cli.tables import make_console
 from trade_agent.errors import InputError
+
+if TYPE_CHECKING:
+    from trade_agent.data.frequency import BarFrequency
 
 console = make_console()
 
@@ -32,8 +35,8 @@ COLUMNS = ("sharpe", "sharpe_ci_low", "sharpe_ci_high", "total_return", "cagr", 
 
 def evaluate_ids(
     model_ids: list[str], data: str | None, split: str, params_file: Path | None, work_dir: Path
-) -> list[dict[str, Any]]:
-    """Metrics of each model (and the baselines) on the same data and split."""
+) -> tuple[list[dict[str, Any]], "BarFrequency"]:
+    """Metrics of each model (and the baselines) on the same data and split, and the data's bar frequency."""
     from trade_agent.config import load_params_or_defaults
     from trade_agent.data.ingest import prepared_market
     from trade_agent.evaluation.inference import evaluate_registered
@@ -43,11 +46,13 @@ def evaluate_ids(
     registry = ModelRegistry("models", grading=params.grading)
     for model in model_ids:
         registry.resolve_id(model)  # a bad id fails before any data work
-    market = prepared_market(data, params.data, params.base.seed, work_dir)
+    market = prepared_market(data, params, work_dir)
     return evaluate_registered(registry, params, market, work_dir, model_ids, split)
 
 
-def print_rows(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
+def print_rows(rows: list[dict[str, Any]], title: str, as_json: bool, frequency: "BarFrequency") -> None:
+    """The ranked table and, under it, how the metrics are annualised (``--json``: the rows,
+    each with its ``periods_per_year``)."""
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -60,6 +65,7 @@ def print_rows(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
     for rank, row in enumerate(rows, 1):
         table.add_row(str(rank), row["model"], row["type"], *(f"{row.get(c, float('nan')):.3f}" for c in COLUMNS))
     console.print(table)
+    console.print(f"Sharpe, Sortino, volatility and CAGR are {frequency.note()}.")
 
 
 def backtest(
@@ -75,8 +81,9 @@ def backtest(
     from trade_agent.log import setup_logging
 
     setup_logging()
-    rows = evaluate_ids([model], data, split, params_file, work_dir)
-    print_rows(rows, f"backtest on the {split} split (after costs; Sharpe 95% block-bootstrap interval)", as_json)
+    rows, frequency = evaluate_ids([model], data, split, params_file, work_dir)
+    title = f"backtest on the {split} split (after costs; Sharpe 95% block-bootstrap interval)"
+    print_rows(rows, title, as_json, frequency)
 
 
 def benchmark(
@@ -94,5 +101,5 @@ def benchmark(
     ids = [m.strip() for m in models.split(",") if m.strip()]
     if not ids:
         raise InputError("--models: give at least one model id, comma-separated")
-    rows = evaluate_ids(ids, data, split, params_file, work_dir)
-    print_rows(rows, f"{len(ids)} models on the {split} split, ranked by Sharpe after costs", as_json)
+    rows, frequency = evaluate_ids(ids, data, split, params_file, work_dir)
+    print_rows(rows, f"{len(ids)} models on the {split} split, ranked by Sharpe after costs", as_json, frequency)

@@ -48,8 +48,9 @@ def pipeline(
         raise InputError(f"--format {fmt!r} is not supported; use csv or parquet")
     params = load_params_or_defaults(params_file)
     if validate is not None:
-        frame, report = select_and_align(*load_file(validate, params.data), params.data)
+        frame, report = select_and_align(*load_file(validate, params.data), params.data, params.splits.train)
         check_enough_bars(frame, params, str(validate))
+        frequency = report.frequency
         summary = {
             "file": str(validate),
             "rows": report.validation.rows,
@@ -58,6 +59,13 @@ def pipeline(
             "end": report.validation.end,
             "repaired_values": report.validation.repaired_values,
             "adjusted_with_adj_close": report.validation.adjusted_with_adj_close,
+            "timestamps": report.validation.timestamp_layout,
+            "bar_interval": frequency["bar_interval"],
+            "calendar": frequency["calendar"],
+            "periods_per_year": round(frequency["periods_per_year"], 1),
+            "periods_per_year_source": frequency["periods_per_year_source"],
+            "session_breaks": frequency["session_breaks"],
+            "missing_bars": frequency["missing_bars"],
             "minimum_bars_per_symbol": minimum_bars(params),
         }
         if as_json:

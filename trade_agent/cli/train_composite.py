@@ -24,6 +24,8 @@ def _report(model_id: str, metrics: dict[str, float], grade: str | None, as_json
     for split in ("val", "test"):
         values = ", ".join(f"{k} {metrics[f'{split}/{k}']:.3f}" for k in shown if f"{split}/{k}" in metrics)
         console.print(f"{split}: {values}")
+    if "periods_per_year" in metrics:
+        console.print(f"annualised with {metrics['periods_per_year']:,.0f} bars/year")
     console.print(f"registered [bold]{model_id}[/] (grade {grade})")
 
 
@@ -76,7 +78,10 @@ def hybrid(
         )
     registry.check_upstream([agent.model_id])  # the agent and its CNN-LSTM, before any data work
     inference = Inference(
-        registry, params, prepared_market(data, params.data, params.base.seed, output_dir), output_dir
+        registry,
+        params,
+        prepared_market(data, params, output_dir),
+        output_dir,
     )
     cnn_lstm_dir, agent_dir = inference.restore(upstream), inference.restore(agent.model_id)
     features = inference.features_dir(cnn_lstm_dir)  # DATA scaled by the model's own preprocessor
@@ -135,7 +140,10 @@ def ensemble(
         raise InputError(f"--models {wrong[0]}: ensembles combine agents and hybrids (a CNN-LSTM has no policy)")
     registry.check_upstream(ids)
     inference = Inference(
-        registry, params, prepared_market(data, params.data, params.base.seed, output_dir), output_dir
+        registry,
+        params,
+        prepared_market(data, params, output_dir),
+        output_dir,
     )
     runs: dict[str, Any] = {}
     for split in ("val", "test"):
@@ -143,8 +151,9 @@ def ensemble(
         shapes = {p.weights.shape for p in positions}
         if len(shapes) > 1:
             raise InputError("the members see different bars or assets on this data; train them on the same symbols")
+        first = positions[0]
         runs[split] = MemberRuns.backtested(
-            [p.weights for p in positions], positions[0].open, positions[0].close, positions[0].common
+            [p.weights for p in positions], first.open, first.close, first.common, first.frequency.periods_per_year
         )
     members = [Member(e.model_id, e.model_type, e.model_id) for e in entries]
     run = build_ensemble(

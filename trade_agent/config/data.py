@@ -28,7 +28,9 @@ class DataConfig:
     Attributes:
         source: ``sample`` (real daily AAPL/GOOG/IBM/MSFT shipped in bokeh-sampledata),
             ``synthetic`` (seeded generator with a planted signal) or ``file``.
-        path: CSV or Parquet file, used when ``source == "file"``. Keep it under
+        path: CSV or Parquet file, a folder of per-symbol files or a glob
+            (``data/raw/stocks/``, ``data/raw/*.csv``), used when ``source == "file"``;
+            in a folder or glob each file's name is its symbol. Keep it under
             ``data/raw/`` so DVC tracks it as a dependency of ``prepare``.
         symbols: keep only these symbols (empty: all).
         symbol: symbol name for single-instrument files without a symbol column
@@ -37,7 +39,11 @@ class DataConfig:
         align: keep only timestamps present for every symbol (a common calendar, as the
             multi-asset trading environment needs).
         max_gap: longest run of consecutive missing values (per symbol and column) that is
-            repaired by forward fill; longer gaps are an error.
+            repaired by forward fill; longer gaps are an error. Bars absent from the file
+            are never invented: they are counted (``missing_bars`` in provenance.json,
+            in-session slots only, so nights and weekends are not gaps).
+        periods_per_year: bars per year for annualised metrics; 0 infers it from the
+            timestamps (see :mod:`trade_agent.data.frequency`).
         synthetic_*: shape and planted signal of the synthetic generator.
     """
 
@@ -47,6 +53,7 @@ class DataConfig:
     symbol: str = ""
     date_format: str = ""
     max_gap: int = 3
+    periods_per_year: float = 0.0
     align: bool = True
     synthetic_symbols: int = 2
     synthetic_bars: int = 1500
@@ -54,6 +61,10 @@ class DataConfig:
     synthetic_volatility: float = 0.01
 
     def __post_init__(self) -> None:
+        if self.periods_per_year < 0:
+            raise ConfigError(
+                f"data.periods_per_year: must be >= 0 (0 infers it from the timestamps), got {self.periods_per_year}"
+            )
         if self.max_gap < 0:
             raise ConfigError(f"data.max_gap: must be >= 0, got {self.max_gap}")
         if self.source == "file" and not self.path:

@@ -13,9 +13,10 @@ checks them so its errors can point at the original line.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -38,17 +39,55 @@ class RawTable:
         row_label: ``"line"`` for CSV, ``"row"`` for Parquet.
         separator: the CSV field separator; with ``;`` or tabs a comma in a number is the
             decimal mark (European exports), with ``,`` it can only be a thousands mark.
+        headers: the file's own header of each canonical column (``timestamp`` ->
+            ``Date``), so messages name what the user sees in the file.
     """
 
     frame: pd.DataFrame
     source: str
     row_label: str
     separator: str = ","
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def header(self, column: str) -> str:
+        """The file's name for a canonical column (the canonical name when the file has none)."""
+        return self.headers.get(column, column)
 
 
 def _normalise(header: str) -> str:
     """``Adj Close`` -> ``adjclose``; MetaTrader's ``<DATE>`` -> ``date``."""
     return re.sub(r"[\s_\-<>]+", "", str(header).strip().lower())
+
+
+DATA_SUFFIXES = (".csv", ".csv.gz", ".txt", ".parquet", ".pq")
+
+
+def data_files(path: str | Path) -> list[Path]:
+    """The files behind ``data.path``: the file itself, a folder's data files or a glob's matches.
+
+    A folder or glob keeps CSV/Parquet files only (hidden files and DVC's ``.gitignore``
+    are skipped), sorted by name.
+
+    Raises:
+        DataSourceError: a folder or pattern without any data file.
+    """
+    text = str(path)
+    if any(c in text for c in "*?["):
+        found = [Path(p) for p in glob.glob(text)]
+        where = f"the pattern {text}"
+    elif Path(path).is_dir():
+        found = list(Path(path).iterdir())
+        where = f"{text}/"
+    else:
+        return [Path(path)]
+    files = sorted(
+        p for p in found if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(DATA_SUFFIXES)
+    )
+    if not files:
+        raise DataSourceError(
+            f"{where} holds no data file; put one CSV/Parquet file per symbol there ({', '.join(DATA_SUFFIXES)})"
+        )
+    return files
 
 
 def read_table(path: str | Path, *, symbol: str = "") -> RawTable:
@@ -89,7 +128,7 @@ def read_table(path: str | Path, *, symbol: str = "") -> RawTable:
         frame.insert(0, LINE, range(1, len(frame) + 1))
     if frame.empty:
         raise DataValidationError(f"{source}: no data rows (only a header); add at least one bar")
-    frame = _canonical_columns(frame, source)
+    frame, headers = _canonical_columns(frame, source)
     if SYMBOL not in frame.columns:
         frame[SYMBOL] = symbol or path.name.split(".")[0].upper()
     return RawTable(
@@ -97,6 +136,7 @@ def read_table(path: str | Path, *, symbol: str = "") -> RawTable:
         source=source,
         row_label="row" if is_parquet else "line",
         separator=separator,
+        headers=headers,
     )
 
 
@@ -109,7 +149,7 @@ def _sniff_separator(path: Path) -> str:
     return max(counts, key=lambda sep: counts[sep]) if any(counts.values()) else ","
 
 
-def _canonical_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+def _canonical_columns(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, str]]:
     by_name: dict[str, str] = {}
     for column in frame.columns:
         if column != LINE:
@@ -122,16 +162,18 @@ def _canonical_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     out = pd.DataFrame({LINE: frame[LINE]})
     has_date, has_time = "date" in by_name, "time" in by_name
     explicit = next((by_name[a] for a in ("timestamp", "datetime", "gmttime", "localtime") if a in by_name), None)
+    headers: dict[str, str] = {}
     if explicit is not None:
-        out[TIMESTAMP] = frame[explicit]
+        out[TIMESTAMP], headers[TIMESTAMP] = frame[explicit], str(explicit)
     elif has_date and has_time:
         out[TIMESTAMP] = frame[by_name["date"]].astype(str) + " " + frame[by_name["time"]].astype(str)
+        headers[TIMESTAMP] = f"{by_name['date']}' + '{by_name['time']}"
     else:
         found = next((by_name[a] for a in TIMESTAMP_ALIASES if a in by_name), None)
         if found is not None:
-            out[TIMESTAMP] = frame[found]
+            out[TIMESTAMP], headers[TIMESTAMP] = frame[found], str(found)
     for canonical, column in chosen.items():
-        out[canonical] = frame[column]
+        out[canonical], headers[canonical] = frame[column], str(column)
     missing = [c for c in REQUIRED if c not in out.columns]
     if missing:
         found_cols = ", ".join(str(c) for c in frame.columns if c != LINE)
@@ -139,4 +181,4 @@ def _canonical_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
             f"{source}: column '{missing[0]}' is missing; expected columns: timestamp, "
             f"[symbol,] open, high, low, close, volume [, adj close] (found: {found_cols})"
         )
-    return out
+    return out, headers

@@ -149,20 +149,28 @@ class EnsembleSpec:
 
 @dataclass
 class MemberRuns:
-    """Members' targets ``(M, K, N)`` on one split, their stand-alone backtests, and the prices."""
+    """Members' targets ``(M, K, N)`` on one split, their stand-alone backtests, the prices, and
+    the data's bars per year (what the members' and the ensemble's metrics are annualised with)."""
 
     weights: FloatArray
     results: list[BacktestResult]
     open: FloatArray
     close: FloatArray
+    periods_per_year: float
 
     @classmethod
     def backtested(
-        cls, member_weights: list[FloatArray], open_: FloatArray, close: FloatArray, common: RLCommonConfig
+        cls,
+        member_weights: list[FloatArray],
+        open_: FloatArray,
+        close: FloatArray,
+        common: RLCommonConfig,
+        periods_per_year: float,
     ) -> MemberRuns:
         """Each member's targets through the backtester on the same prices and execution settings."""
         weights = np.stack(member_weights)
-        return cls(weights, [run_backtest(w, open_, close, common) for w in weights], open_, close)
+        results = [run_backtest(w, open_, close, common, periods_per_year) for w in weights]
+        return cls(weights, results, open_, close, periods_per_year)
 
 
 def ensemble_targets(

@@ -60,7 +60,7 @@ def run_members(directories: list[Path], data: SplitData, common: RLCommonConfig
         for i, directory in enumerate(directories, 1):
             members.append(policy_weights(directory, data, common))
             progress.update(i, directory.name)
-    return MemberRuns.backtested(members, open_, close, common)
+    return MemberRuns.backtested(members, open_, close, common, data.frequency.periods_per_year)
 
 
 def ensemble_backtest(
@@ -72,9 +72,10 @@ def ensemble_backtest(
     seed: int,
 ) -> tuple[BacktestResult, dict[str, float]]:
     """Combine, backtest and add the bootstrap Sharpe interval (graded) and the ensemble's
-    own measures (accuracy, diversity; reported, not graded)."""
-    result = run_backtest(ensemble_targets(runs, val_sharpes, config, common), runs.open, runs.close, common)
-    extra = sharpe_bounds(result.returns, evaluate, seed) | {
+    own measures (accuracy, diversity; reported, not graded), annualised with ``runs.periods_per_year``."""
+    targets = ensemble_targets(runs, val_sharpes, config, common)
+    result = run_backtest(targets, runs.open, runs.close, common, runs.periods_per_year)
+    extra = sharpe_bounds(result.returns, evaluate, seed, runs.periods_per_year) | {
         "ensemble_accuracy": directional_accuracy(result.weights, runs.open, runs.close, 0),
         "diversity": diversity(runs.weights),
         "best_member_sharpe": max(r.metrics["sharpe"] for r in runs.results),
@@ -103,13 +104,19 @@ def build_ensemble(
     """Validation Sharpe per member, the combination on both splits, the ensemble directory.
 
     ``evaluate`` and ``seed`` set the bootstrap of the Sharpe interval (``params.evaluate``, ``params.base.seed``).
+    The metrics are annualised with the data's bars per year, recorded as ``periods_per_year``.
 
     Raises:
-        InputError: fewer than two members.
+        InputError: fewer than two members, or val and test annualised differently.
     """
     started = time.perf_counter()
     if len(members) < 2:
         raise InputError(f"an ensemble needs at least two members, got {len(members)}; train more agents first")
+    if val.periods_per_year != test.periods_per_year:
+        raise InputError(
+            f"val and test are annualised with {val.periods_per_year:g} and {test.periods_per_year:g} bars/year; "
+            "both splits must come from the same data"
+        )
     val_sharpes = np.array([r.metrics["sharpe"] for r in val.results])
     evaluate = evaluate or EvaluateConfig()
     result, extra = ensemble_backtest(config, test, val_sharpes, common, evaluate, seed)
@@ -117,6 +124,7 @@ def build_ensemble(
     metrics = {f"val/{k}": v for k, v in (val_result.metrics | val_extra).items()} | {
         f"test/{k}": v for k, v in (result.metrics | extra).items()
     }
+    metrics["periods_per_year"] = float(test.periods_per_year)
     alphas = softmax_weights(val_sharpes, config.temperature)
     described = [
         asdict(m) | {"val_sharpe": float(s), "softmax_weight": float(a), "test_sharpe": float(r.metrics["sharpe"])}

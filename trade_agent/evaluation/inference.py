@@ -21,6 +21,7 @@ from trade_agent.cnn_lstm.embed import run_embed_stage
 from trade_agent.cnn_lstm.store import PREPROCESSOR_DIR
 from trade_agent.config import Params
 from trade_agent.config.rl import ALGOS, RLCommonConfig
+from trade_agent.data.frequency import BarFrequency
 from trade_agent.ensemble.combine import EnsembleSpec, MemberRuns, ensemble_targets
 from trade_agent.errors import InputError
 from trade_agent.evaluation.positions import cnn_lstm_weights, policy_weights
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Positions:
-    """A model's targets on a split and the prices they trade at."""
+    """A model's targets on a split, the prices they trade at, and the data's bar frequency."""
 
     model_id: str
     model_type: str
@@ -46,6 +47,7 @@ class Positions:
     close: FloatArray
     symbols: list[str]
     common: RLCommonConfig  # execution settings the model was trained with
+    frequency: BarFrequency  # of the data: what the metrics are annualised with
 
 
 class Inference:
@@ -98,7 +100,7 @@ class Inference:
         else:
             raise InputError(f"{entry.model_id}: cannot backtest a '{kind}' model")
         open_, close, _, symbols = data.prices()
-        return Positions(entry.model_id, kind, weights, open_, close, symbols, common)
+        return Positions(entry.model_id, kind, weights, open_, close, symbols, common, data.frequency)
 
     def _common(self, training_config: dict[str, object]) -> RLCommonConfig:
         saved = training_config.get("common")
@@ -112,15 +114,18 @@ class Inference:
         first = members[0]
         if any(m.weights.shape != first.weights.shape or m.symbols != first.symbols for m in members):
             raise InputError(f"{model_id}: members see different bars or symbols on this data; use aligned data")
-        runs = MemberRuns.backtested([m.weights for m in members], first.open, first.close, first.common)
+        runs = MemberRuns.backtested(
+            [m.weights for m in members], first.open, first.close, first.common, first.frequency.periods_per_year
+        )
         combined = ensemble_targets(runs, spec.val_sharpes, spec.config, first.common)
         return replace(first, model_id=model_id, model_type="ensemble", weights=combined)
 
 
 def evaluate_registered(
     registry: ModelRegistry, params: Params, market: Path, work_dir: Path, model_ids: list[str], split: str
-) -> list[dict[str, Any]]:
-    """The metrics suite of each registered model and of the baselines on one split, ranked by Sharpe.
+) -> tuple[list[dict[str, Any]], BarFrequency]:
+    """The metrics suite of each registered model and of the baselines on one split, ranked by
+    Sharpe, and the data's bar frequency (each row records its ``periods_per_year``).
 
     The same suite and bootstrap settings as the ``evaluate`` stage (``params.evaluate``,
     ``params.base.seed``), so a pipeline model gets the numbers ``reports/evaluation.md`` shows.
@@ -137,9 +142,16 @@ def evaluate_registered(
     rows: list[dict[str, Any]] = []
 
     def add(name: str, kind: str, positions: Positions) -> None:
-        result = run_backtest(positions.weights, positions.open, positions.close, positions.common)
+        periods_per_year = positions.frequency.periods_per_year
+        result = run_backtest(positions.weights, positions.open, positions.close, positions.common, periods_per_year)
         suite = metrics_suite(
-            result, positions.open, positions.close, positions.common, params.evaluate, params.base.seed
+            result,
+            positions.open,
+            positions.close,
+            positions.common,
+            params.evaluate,
+            params.base.seed,
+            periods_per_year,
         )
         rows.append({"model": name, "type": kind, **suite})
 
@@ -154,4 +166,4 @@ def evaluate_registered(
     k = len(first.weights)
     add("buy_and_hold", "baseline", replace(first, weights=buy_and_hold_weights(first.open, 0, k)))
     add("equal_weight", "baseline", replace(first, weights=equal_weight_weights(first.open.shape[1], k)))
-    return sorted(rows, key=lambda r: -r["sharpe"])
+    return sorted(rows, key=lambda r: -r["sharpe"]), first.frequency

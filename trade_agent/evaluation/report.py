@@ -4,7 +4,9 @@ For each pipeline model (CNN-LSTM, agents, hybrids, ensemble) and each baseline
 (buy-and-hold, equal weight rebalanced, the best single member by validation Sharpe) it
 writes the metrics suite with a 95 % block-bootstrap interval of the Sharpe ratio and the
 Sharpe/return at several cost levels, equity and drawdown curves for ``dvc plots``, and a
-PNG report a person can read.
+PNG report a person can read. Everything annualised uses the data's bar frequency (recorded
+by the features stage); each model's metrics carry it as ``periods_per_year`` and both
+reports state it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 
 from trade_agent.agents.policy_io import policy_model_type
 from trade_agent.config import Params
+from trade_agent.data.frequency import BarFrequency
 from trade_agent.ensemble.combine import EnsembleSpec, MemberRuns, directional_accuracy, diversity, ensemble_targets
 from trade_agent.evaluation.positions import cnn_lstm_weights, policy_weights
 from trade_agent.evaluation.suite import metrics_suite, run_backtest
@@ -63,10 +66,12 @@ class EvaluationInputs:
     models_root: Path = PIPELINE_MODELS
 
 
-def evaluate_models(params: Params, inputs: EvaluationInputs) -> list[ModelReport]:
-    """Backtest every pipeline model and baseline on ``params.evaluate.split``."""
+def evaluate_models(params: Params, inputs: EvaluationInputs) -> tuple[list[ModelReport], BarFrequency]:
+    """Backtest every pipeline model and baseline on ``params.evaluate.split``; also the data's
+    bar frequency, which every annualised metric uses."""
     common, split = params.rl.common, params.evaluate.split
     data = SplitData.load(inputs.features_dir, inputs.embeddings, inputs.market, split)
+    periods_per_year = data.frequency.periods_per_year
     open_, close, _, _ = data.prices()
     k, n = len(open_) - 1, open_.shape[1]
     weights: dict[str, tuple[str, FloatArray]] = {}
@@ -80,7 +85,7 @@ def evaluate_models(params: Params, inputs: EvaluationInputs) -> list[ModelRepor
     if ENSEMBLE in models:
         # The combination as trained (ensemble.json), not as params.yaml says today.
         spec = EnsembleSpec.load(models[ENSEMBLE])
-        runs = MemberRuns.backtested([weights[m][1] for m in spec.names], open_, close, common)
+        runs = MemberRuns.backtested([weights[m][1] for m in spec.names], open_, close, common, periods_per_year)
         combined = ensemble_targets(runs, spec.val_sharpes, spec.config, common)
         weights[ENSEMBLE] = (ENSEMBLE, combined)
         extra[ENSEMBLE] = {
@@ -93,14 +98,19 @@ def evaluate_models(params: Params, inputs: EvaluationInputs) -> list[ModelRepor
     weights["equal_weight"] = ("baseline", equal_weight_weights(n, k))
     reports = []
     for name, (kind, w) in weights.items():
-        result = run_backtest(w, open_, close, common)
-        suite = metrics_suite(result, open_, close, common, params.evaluate, params.base.seed)
+        result = run_backtest(w, open_, close, common, periods_per_year)
+        suite = metrics_suite(result, open_, close, common, params.evaluate, params.base.seed, periods_per_year)
         reports.append(ModelReport(name, kind, result, suite | extra.get(name, {})))
-    return reports
+    return reports, data.frequency
 
 
 def write_outputs(
-    reports: list[ModelReport], params: Params, metrics_path: Path, plots_dir: Path, report_dir: Path
+    reports: list[ModelReport],
+    params: Params,
+    frequency: BarFrequency,
+    metrics_path: Path,
+    plots_dir: Path,
+    report_dir: Path,
 ) -> None:
     """``metrics/evaluate.json``, per-model equity/drawdown TSVs, ``reports/evaluation.{png,md}``."""
     write_json(metrics_path, {r.name: r.metrics for r in reports})
@@ -116,9 +126,9 @@ def write_outputs(
                 frame.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
     report_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(report_dir / "evaluation.md") as tmp:
-        tmp.write_text(markdown_table(reports, params))
+        tmp.write_text(markdown_table(reports, params, frequency))
     with atomic_path(report_dir / "evaluation.png") as tmp:
-        render_png(reports, params, tmp)
+        render_png(reports, params, frequency, tmp)
 
 
 def _row(r: ModelReport, costs: list[float]) -> list[str]:
@@ -138,7 +148,12 @@ def _header(costs: list[float]) -> list[str]:
     return ["model", "kind", "Sharpe [95% CI]", "return", "max DD", "turnover", *(f"Sharpe @{c:g}bps" for c in costs)]
 
 
-def markdown_table(reports: list[ModelReport], params: Params) -> str:
+def annualisation_line(frequency: BarFrequency) -> str:
+    """The reports' annualisation sentence: "Sharpe, ... are annualised with 6,281 bars/year of 1h bars, inferred"."""
+    return f"Sharpe, Sortino, volatility and CAGR are {frequency.note()}."
+
+
+def markdown_table(reports: list[ModelReport], params: Params, frequency: BarFrequency) -> str:
     costs = list(params.evaluate.cost_sensitivity_bps)
     lines = [
         f"# Evaluation on the {params.evaluate.split} split (after {params.rl.common.cost_bps:g} bps costs "
@@ -153,11 +168,13 @@ def markdown_table(reports: list[ModelReport], params: Params) -> str:
         "Sharpe intervals: stationary block bootstrap "
         f"({params.evaluate.bootstrap_samples} samples, mean block {params.evaluate.block_length} bars, "
         f"seed {params.base.seed}).",
+        "",
+        annualisation_line(frequency),
     ]
     return "\n".join(lines) + "\n"
 
 
-def render_png(reports: list[ModelReport], params: Params, path: Path) -> None:
+def render_png(reports: list[ModelReport], params: Params, frequency: BarFrequency, path: Path) -> None:
     """Equity curves vs baselines, drawdowns, and the metrics table, in one figure."""
     import matplotlib
 
@@ -173,7 +190,9 @@ def render_png(reports: list[ModelReport], params: Params, path: Path) -> None:
         style: dict[str, Any] = {"linestyle": "--", "linewidth": 1.2} if baseline else {"linewidth": 1.6}
         equity.plot(r.result.equity, label=r.name, **style)
         drawdown.plot(-100 * r.result.drawdown, label=r.name, **style)
-    equity.set_title(f"Equity on the {params.evaluate.split} split, after costs (dashed: baselines)")
+    equity.set_title(
+        f"Equity on the {params.evaluate.split} split, after costs (dashed: baselines); metrics {frequency.note()}"
+    )
     equity.set_ylabel("growth of 1")
     equity.legend(loc="upper left", ncol=4, fontsize=8)
     equity.grid(alpha=0.3)
@@ -197,8 +216,8 @@ def render_png(reports: list[ModelReport], params: Params, path: Path) -> None:
 def run_evaluate_stage(params: Params, inputs: EvaluationInputs | None = None) -> list[ModelReport]:
     use_threads(params.rl.common.threads)
     inputs = inputs or EvaluationInputs()
-    reports = evaluate_models(params, inputs)
-    write_outputs(reports, params, METRICS_DIR / "evaluate.json", PLOTS_DIR / "evaluate", REPORTS_DIR)
+    reports, frequency = evaluate_models(params, inputs)
+    write_outputs(reports, params, frequency, METRICS_DIR / "evaluate.json", PLOTS_DIR / "evaluate", REPORTS_DIR)
     for r in sorted(reports, key=lambda r: -r.metrics["sharpe"]):
         log.info(
             "evaluate %-13s sharpe %6.2f [%5.2f, %5.2f]  return %6.1f%%",
@@ -208,4 +227,5 @@ def run_evaluate_stage(params: Params, inputs: EvaluationInputs | None = None) -
             r.metrics["sharpe_ci_high"],
             100 * r.metrics["total_return"],
         )
+    log.info("evaluate: %s", frequency.note())
     return reports

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from trade_agent.config import Params
+from trade_agent.data.frequency import BarFrequency, infer_frequency
 from trade_agent.data.schema import SYMBOL, TIMESTAMP
 from trade_agent.data.synthetic import bayes_directional_accuracy
 from trade_agent.errors import InsufficientDataError
 from trade_agent.features.indicators import warmup_bars
-from trade_agent.features.labels import TARGET_DIRECTION, TARGET_RETURN, make_labels
+from trade_agent.features.labels import TARGET_DIRECTION, TARGET_RETURN, check_label_balance, make_labels
 from trade_agent.features.splits import (
     EXCLUDED,
     SPLIT,
@@ -106,6 +107,10 @@ def build_features(
     fractions = (params.splits.train, params.splits.val, params.splits.test)
     bounds = compute_boundaries(timestamps, fractions, params.embargo_bars, params.features.sequence_length, source)
 
+    if pipeline is None:  # training: the labels must be learnable (new data for a trained model need not be)
+        stamps = market[TIMESTAMP].to_numpy()
+        in_train = usable & (stamps >= np.datetime64(bounds.train[0])) & (stamps <= np.datetime64(bounds.train[1]))
+        check_label_balance(labels[TARGET_DIRECTION].to_numpy()[in_train], params.labels, source)
     if pipeline is not None:
         features = pipeline.transform(market)
     else:
@@ -233,6 +238,13 @@ def cached_features(
     return target
 
 
+def dataset_frequency(provenance: dict[str, Any], source: str, market: pd.DataFrame, params: Params) -> BarFrequency:
+    """The frequency ``prepare`` recorded; for bare bars without provenance, inferred the same way."""
+    if "frequency" in provenance:
+        return BarFrequency.from_json(provenance["frequency"], source)
+    return infer_frequency(market[TIMESTAMP].to_numpy(), params.splits.train)
+
+
 def run_features_stage(
     params: Params, market_path: Path, out_dir: Path, fitted_preprocessor: Path | None = None
 ) -> FeatureSet:
@@ -259,8 +271,13 @@ def run_features_stage(
     else:
         save_preprocessor(feature_set, params, preprocessor_root, str(market_path))
     schema, metrics = describe(feature_set, params)
-    provenance = market_path.parent / "provenance.json"
-    synthetic = read_json(provenance).get("synthetic") if provenance.is_file() else None
+    provenance_path = market_path.parent / "provenance.json"
+    provenance = read_json(provenance_path) if provenance_path.is_file() else {}
+    frequency = dataset_frequency(provenance, str(provenance_path), market, params)
+    # Every later stage annualises with the dataset's own bars per year, read from here.
+    schema["frequency"] = frequency.to_json()
+    metrics["periods_per_year"] = frequency.periods_per_year
+    synthetic = provenance.get("synthetic")
     if synthetic:
         # The best accuracy any model can reach on this data at this horizon.
         metrics["bayes_directional_accuracy"] = bayes_directional_accuracy(synthetic["ar"], params.labels.horizon)

@@ -3,7 +3,7 @@
 ``weights[k]`` is the target decided after the close of bar ``start + k``. It fills at
 open[t+1] (paying ``cost_bps + slippage_bps`` on the traded notional) and earns
 open[t+1] -> close[t+1]; the overnight move close[t] -> open[t+1] accrues to what was held
-before the fill, drifted by the previous day's moves. These are exactly the dynamics of
+before the fill, drifted by the previous bar's moves. These are exactly the dynamics of
 :class:`trade_agent.market.simulator.PortfolioSimulator`, computed for the whole path at once:
 portfolio weights are fractions, so each bar's growth factor depends only on the targets
 and prices, never on the path of the portfolio value.
@@ -60,12 +60,14 @@ def backtest(
     cost_bps: float = 5.0,
     slippage_bps: float = 2.0,
     max_leverage: float = 1.0,
-    periods_per_year: float = 252.0,
+    *,
+    periods_per_year: float,
 ) -> BacktestResult:
     """Backtest ``weights`` (``(K, N)``) decided at bars ``start .. start + K - 1``.
 
     Args:
         open_, close: ``(T, N)`` prices; ``start + K`` must be a valid bar (the last fill).
+        periods_per_year: the data's bars per year, for the annualised metrics.
 
     Raises:
         ValueError: shapes disagree or the weights run past the last bar.
@@ -91,7 +93,7 @@ def backtest(
     rate = (cost_bps + slippage_bps) / 1e4
     costs = (1.0 + gap_return) * turnover * rate
     returns = (1.0 + gap_return) * (1.0 - turnover * rate) * (1.0 + day_return) - 1.0
-    metrics = trading_metrics(returns, w, periods_per_year, traded=turnover)
+    metrics = trading_metrics(returns, w, periods_per_year=periods_per_year, traded=turnover)
     metrics["cost_paid"] = float(costs.sum())
     return BacktestResult(returns, w, turnover, costs, metrics)
 

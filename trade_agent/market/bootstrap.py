@@ -1,7 +1,7 @@
 """Confidence intervals for the Sharpe ratio by the stationary block bootstrap.
 
-Daily strategy returns are autocorrelated (positions persist), so resampling single days
-would understate the uncertainty; the stationary bootstrap (Politis & Romano, 1994)
+Strategy returns are autocorrelated (positions persist), so resampling single bars would
+understate the uncertainty; the stationary bootstrap (Politis & Romano, 1994)
 resamples blocks of geometric length with mean ``block_length``.
 """
 
@@ -26,7 +26,7 @@ def stationary_bootstrap_indices(n: int, samples: int, block_length: float, seed
 
 def sharpe_interval(
     returns: FloatArray,
-    periods_per_year: float = 252.0,
+    periods_per_year: float,
     samples: int = 2000,
     block_length: float = 10.0,
     seed: int = 0,

@@ -2,7 +2,8 @@
 
 Inputs: ``features.parquet`` (scaled features, split labels), the ``embed`` stage's
 embeddings and class probabilities, and the prepared OHLC bars. Bars are aligned across
-symbols (timestamps every symbol has). The panel starts ``window - 1`` bars before the
+symbols (timestamps every symbol has). Annualisation uses the dataset's bar frequency, which
+the features stage records in ``schema.json``. The panel starts ``window - 1`` bars before the
 split so the first decision of the split already has a full observation window; those
 earlier bars are inputs only (features are causal), never traded.
 """
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from trade_agent.cnn_lstm.model import EMBEDDING_PREFIX, PREDICTED_RETURN, PROBABILITY_COLUMNS
+from trade_agent.data.frequency import BarFrequency
 from trade_agent.data.schema import SYMBOL, TIMESTAMP
 from trade_agent.errors import DataSourceError, InsufficientDataError
 from trade_agent.features.splits import SPLIT
@@ -41,8 +43,11 @@ def build_panel(
     market: pd.DataFrame,
     split: str,
     window: int,
+    periods_per_year: float,
 ) -> tuple[MarketPanel, pd.DatetimeIndex, list[str]]:
     """The split's panel, its bar timestamps and its symbols.
+
+    ``periods_per_year`` (the data's bars per year) travels with the panel for annualisation.
 
     Raises:
         InsufficientDataError: the split has no bar with a full window and a next bar.
@@ -79,6 +84,7 @@ def build_panel(
         context=cube(context) if context else np.zeros((t, n, 0), np.float32),
         open=square("open"),
         close=square("close"),
+        periods_per_year=periods_per_year,
         feature_names=tuple(feature_names),
         context_names=tuple(context),
     )
@@ -87,32 +93,52 @@ def build_panel(
 
 @dataclass
 class SplitData:
-    """One split of the stage outputs: scaled features, optional embeddings, prices."""
+    """One split of the stage outputs: scaled features, optional embeddings, prices, and the
+    data's bar frequency (what its metrics are annualised with)."""
 
     features: pd.DataFrame
     feature_names: list[str]
     embeddings: pd.DataFrame | None
     market: pd.DataFrame
     split: str
+    frequency: BarFrequency
 
     @classmethod
     def load(cls, features_dir: Path, embeddings_path: Path | None, market_path: Path, split: str) -> SplitData:
-        for path in (features_dir / FEATURES_FILE, features_dir / SCHEMA_FILE, market_path):
+        """Read the stage outputs.
+
+        Raises:
+            DataSourceError: a file is missing, or ``schema.json`` records no (or a malformed) frequency.
+        """
+        schema_path = features_dir / SCHEMA_FILE
+        for path in (features_dir / FEATURES_FILE, schema_path, market_path):
             if not path.is_file():
                 raise DataSourceError(f"{path} not found; run `dvc repro` (or `trade-agent data pipeline -r`) first")
+        schema = read_json(schema_path)
+        # No frequency recorded is an error, never a guessed daily figure.
+        frequency = BarFrequency.from_json(schema.get("frequency"), str(schema_path))
         return cls(
             pd.read_parquet(features_dir / FEATURES_FILE),
-            read_json(features_dir / SCHEMA_FILE)["feature_names"],
+            schema["feature_names"],
             pd.read_parquet(embeddings_path) if embeddings_path is not None else None,
             pd.read_parquet(market_path),
             split,
+            frequency,
         )
 
     def panel(self, window: int, with_embeddings: bool) -> MarketPanel:
         embeddings = self.embeddings if with_embeddings else None
         if with_embeddings and embeddings is None:
             raise DataSourceError("this model needs the CNN-LSTM embeddings of the data; none were given")
-        return build_panel(self.features, self.feature_names, embeddings, self.market, self.split, window)[0]
+        return build_panel(
+            self.features,
+            self.feature_names,
+            embeddings,
+            self.market,
+            self.split,
+            window,
+            self.frequency.periods_per_year,
+        )[0]
 
     def prices(self) -> tuple[FloatArray, FloatArray, pd.DatetimeIndex, list[str]]:
         """``(open, close)`` of the split's bars ``(S, N)``, their timestamps and symbols."""
@@ -121,7 +147,9 @@ class SplitData:
     @functools.cached_property
     def _prices(self) -> tuple[FloatArray, FloatArray, pd.DatetimeIndex, list[str]]:
         # Asked for by every model evaluated on the split: merge the frames once.
-        panel, times, symbols = build_panel(self.features, self.feature_names, None, self.market, self.split, 1)
+        panel, times, symbols = build_panel(
+            self.features, self.feature_names, None, self.market, self.split, 1, self.frequency.periods_per_year
+        )
         return panel.open, panel.close, times, symbols
 
 

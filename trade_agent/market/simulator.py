@@ -34,6 +34,8 @@ class MarketPanel:
         features: ``(T, N, F)`` scaled market features (the observation window source).
         context: ``(T, N, E)`` stage-1 embedding + class probabilities of each bar.
         open / close: ``(T, N)`` prices.
+        periods_per_year: bars per year of the data (its ``BarFrequency``): what every
+            annualised metric of a run over this panel scales by.
         feature_names / context_names: the columns of ``features`` / ``context`` (empty
             when a panel is built by hand; observations then take every column).
     """
@@ -42,6 +44,7 @@ class MarketPanel:
     context: np.ndarray
     open: FloatArray
     close: FloatArray
+    periods_per_year: float
     feature_names: tuple[str, ...] = ()
     context_names: tuple[str, ...] = ()
 

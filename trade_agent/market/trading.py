@@ -1,7 +1,8 @@
 """Trading metrics after costs, shared by the RL evaluation and the backtester.
 
 Inputs are per-period simple returns of the portfolio (net of costs), optionally with
-positions for turnover and exposure. ``periods_per_year`` annualises (252 for daily bars).
+positions for turnover and exposure. ``periods_per_year`` annualises: the dataset's bars per
+year (:class:`trade_agent.data.frequency.BarFrequency`), never a fixed daily figure.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ def max_drawdown(equity: FloatArray) -> float:
 def trading_metrics(
     returns: FloatArray,
     positions: FloatArray | None = None,
-    periods_per_year: float = 252.0,
+    *,
+    periods_per_year: float,
     episode_rewards: FloatArray | None = None,
     traded: FloatArray | None = None,
 ) -> dict[str, float]:
@@ -35,7 +37,7 @@ def trading_metrics(
         positions: target weights per period ``(T,)`` or ``(T, N)``; turnover is the mean
             sum of absolute weight changes per period (the first from flat), exposure the
             share of periods with any position.
-        periods_per_year: bars per year for annualisation.
+        periods_per_year: bars per year for annualisation (the dataset's ``BarFrequency``).
         episode_rewards: total reward of each evaluation episode.
         traded: notional traded at each fill (sum of |target - drifted holdings|), the
             turnover costs are charged on; without it turnover is the mean change of the

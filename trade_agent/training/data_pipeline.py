@@ -59,6 +59,7 @@ def run_data_pipeline(params: Params, custom_params: bool, name: str = "", fmt: 
             paths.PREPARED_DIR,
             params.base.seed,
             check=lambda bars, source: check_enough_bars(bars, params, source),
+            train_fraction=params.splits.train,
         )
         run_features_stage(params, paths.MARKET, paths.FEATURES_DIR)
         provenance, out = report.to_dict(), Path("data")

@@ -346,6 +346,7 @@ class UnifiedTrainingManager:
             out / "data" / "prepared",
             params.base.seed,
             check=lambda bars, source: check_enough_bars(bars, params, source),
+            train_fraction=params.splits.train,
         )
         if config.model_type in AGENT_TYPES:
             return self._train_agent(training_id, config, params, out, registry)
