@@ -9,7 +9,7 @@ Bayes edge:
 
 * the oracle holds ``sign(phi * r_t) / N`` of each asset after bar t's close (``r_t`` that
   bar's close-to-close log return, the planted predictor), filled and charged by the same
-  backtester (:func:`trade_agent.market.backtest.backtest`) on the same test bars;
+  backtester (:func:`trade_agent.evaluation.suite.run_backtest`) on the same test bars;
 * the Bayes edge is ``bayes_directional_accuracy - 0.5`` for the label horizon
   (``data/features/metrics.json``); the CNN-LSTM's edge is its test directional accuracy
   (sign of its predicted forward return) minus 0.5.
@@ -45,7 +45,7 @@ def oracle_sharpe(repo: Path, ar: float) -> dict[str, float]:
     """The oracle's test metrics after costs, by the pipeline's own backtester and params."""
     from trade_agent.config import load_params
     from trade_agent.evaluation.positions import SplitData
-    from trade_agent.market.backtest import backtest
+    from trade_agent.evaluation.suite import run_backtest
 
     params = load_params(repo / "params.yaml")
     common = params.rl.common
@@ -58,17 +58,7 @@ def oracle_sharpe(repo: Path, ar: float) -> dict[str, float]:
     previous = market.shift(1).loc[times].to_numpy(np.float64)
     r = np.log(close / previous)[:-1]
     weights = np.sign(ar * r) * common.max_leverage / close.shape[1]
-    result = backtest(
-        weights,
-        open_,
-        close,
-        0,
-        common.cost_bps,
-        common.slippage_bps,
-        common.max_leverage,
-        periods_per_year=data.frequency.periods_per_year,
-    )
-    return result.metrics
+    return run_backtest(weights, open_, close, common, data.frequency.periods_per_year).metrics
 
 
 def measure(ar: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
