@@ -101,6 +101,11 @@ def tiny_params_dict(**overrides: dict) -> dict:
         raw["rl"][algo].update(net_arch=[16], total_timesteps=200, learning_starts=50, batch_size=32)
     raw["hybrid"].update(total_timesteps=128, freeze_encoder_steps=32)
     raw["evaluate"].update(bootstrap_samples=200)
+    # 300 business days from 2000-01-03: folds test Jul, Sep and Nov 2000 (two months each).
+    raw["walkforward"].update(train_period="4M", val_period="2M", test_period="2M", folds=[0, 1, 2], pbo_blocks=4)
+    raw["walkforward"]["budget"].update(
+        cnn_lstm_epochs=1, ppo_timesteps=128, sac_timesteps=100, td3_timesteps=100, hybrid_timesteps=64
+    )
     for section, values in overrides.items():
         raw[section].update(values)
     return raw

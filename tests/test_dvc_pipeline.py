@@ -108,7 +108,9 @@ def test_model_param_change_reruns_only_the_model_stages_and_registers_versions(
     _set(dvc_repo, "cnn_lstm", "learning_rate", 0.003)
     changed = _repro(dvc_repo)
     ran = sorted(line.split("'")[1] for line in changed.splitlines() if line.startswith("Running stage"))
-    assert ran == ["cnn_lstm", "embed", "ensemble", "evaluate", "hybrid@ppo", "rl@ppo", "rl@sac", "rl@td3"]
+    # The walk-forward retrains the same recipe per fold, so its folds and aggregate re-run too.
+    folds = ["walkforward", "walkforward_fold@0", "walkforward_fold@1", "walkforward_fold@2"]
+    assert ran == ["cnn_lstm", "embed", "ensemble", "evaluate", "hybrid@ppo", "rl@ppo", "rl@sac", "rl@td3", *folds]
     assert sha256_file(model) != before
     embeddings = pd.read_parquet(dvc_repo / "data" / "embeddings" / "embeddings.parquet")
     assert {"emb_0", "prob_up", "pred_return", "split"} <= set(embeddings.columns)
@@ -139,10 +141,11 @@ def test_model_param_change_reruns_only_the_model_stages_and_registers_versions(
     # selected over the warm start leaves the same policy: DVC then stops there.
     _set_nested(dvc_repo, ("rl", "sac", "learning_rate"), 0.001)
     ran = sorted(line.split("'")[1] for line in _repro(dvc_repo).splitlines() if line.startswith("Running stage"))
-    assert ran[0] == "rl@sac" and set(ran) <= {"rl@sac", "ensemble", "evaluate"}
+    assert ran[0] == "rl@sac" and set(ran) <= {"rl@sac", "ensemble", "evaluate", *folds}
     _set_nested(dvc_repo, ("rl", "sac", "net_arch"), [8])  # another policy: its consumers re-run
     ran = sorted(line.split("'")[1] for line in _repro(dvc_repo).splitlines() if line.startswith("Running stage"))
-    assert ran == ["ensemble", "evaluate", "rl@sac"]  # not the other agents, not the PPO hybrid
+    # Not the other agents, not the PPO hybrid; the walk-forward folds retrain the recipe (rl params).
+    assert ran == ["ensemble", "evaluate", "rl@sac", *folds]
     agents = json.loads(run([*CLI, "train", "list", "--model-type", "sac", "--json"], dvc_repo).stdout)
     # v1.1.0 came from the new upstream CNN-LSTM above (MINOR), v1.2.0 from SAC's own params,
     # trained on the restored v1.0.0 CNN-LSTM.
@@ -200,9 +203,17 @@ def test_release_is_seen_by_gto_and_dvc_artifacts_get(dvc_repo: Path) -> None:
     assert bad_stage.returncode == 2 and run(["git", "tag"], dvc_repo).stdout == ""  # nothing tagged
     for cmd in ([*CLI, "models", "export"], ["git", "add", "-A"], ["git", "commit", "-qm", "train"]):
         assert run(cmd, dvc_repo).returncode == 0
-    released = run([*CLI, "release", "cnn_lstm@v1.0.0", "--stage", "prod"], dvc_repo)
+    # prod is gated by the walk-forward statistics of the released commit; the tiny models fail them.
+    gated = run([*CLI, "release", "cnn_lstm@v1.0.0", "--stage", "prod"], dvc_repo)
+    assert gated.returncode == 2 and run(["git", "tag"], dvc_repo).stdout == ""
+    line = gated.stderr.strip()
+    assert "\n" not in line and line.startswith("error: cnn_lstm_v1.0.0") and "is not promoted to prod: DSR" in line
+    assert "< release.min_dsr 0.95" in line and "walk-forward cnn_lstm: DSR" in line and "pass --force" in line
+    released = run([*CLI, "release", "cnn_lstm@v1.0.0", "--stage", "prod", "--force"], dvc_repo)
     assert released.returncode == 0, released.stderr
     assert "cnn_lstm@v1.0.0, cnn_lstm#prod#1" in released.stdout
+    message = run(["git", "tag", "-l", "--format=%(contents)", "cnn_lstm#prod#1"], dvc_repo).stdout
+    assert "forced past the walk-forward gates: DSR" in message
     shown = run(["gto", "show", "--json"], dvc_repo)
     assert shown.returncode == 0, shown.stderr
     artifact = json.loads(shown.stdout)["cnn_lstm"]

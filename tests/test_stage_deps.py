@@ -76,8 +76,8 @@ def test_graph_counts_function_imports_and_skips_type_checking(tmp_path: Path) -
 
 # Module edited -> the stages whose outputs it can change (and so must re-run).
 EXPECTED = {
-    "trade_agent/evaluation/report.py": {"evaluate"},  # the report's layout
-    "trade_agent/ensemble/combine.py": {"ensemble", "evaluate"},  # combines ensemble members
+    "trade_agent/evaluation/report.py": {"evaluate", "walkforward_fold"},  # the report; folds evaluate with it
+    "trade_agent/ensemble/combine.py": {"ensemble", "evaluate", "walkforward_fold"},  # combines ensemble members
     "trade_agent/training/unified_manager.py": set(),  # the seed's Python API
     "trade_agent/registry/release.py": set(),
     "trade_agent/evaluation/inference.py": set(),  # backtest/predict from the registry

@@ -17,6 +17,10 @@ EMBEDDINGS = Path("data/embeddings/embeddings.parquet")
 REGISTRY_ROOT = Path("models")
 PIPELINE_MODELS = REGISTRY_ROOT / "pipeline"  # one directory per stage output model
 CHECKPOINTS = REGISTRY_ROOT / "temp"  # resumable training state, outside the DVC outputs
+WALKFORWARD_DATA = Path("data/walkforward")  # fold_<k>/: each walk-forward fold's inputs
+WALKFORWARD_MODELS = REGISTRY_ROOT / "walkforward"  # fold_<k>/: each fold's models and test returns
+FOLD_RETURNS = "returns.parquet"  # in each fold's models: per-bar test returns of every model and baseline
+FOLD_SUMMARY = "fold.json"  # window, frequency, metrics
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 REPORTS_DIR = Path("reports")
@@ -49,3 +53,8 @@ def ensemble_members(rl_algos: list[str], hybrid_algos: list[str], root: Path = 
     """Stage-2 agents and stage-3 hybrids the ensemble stage combines (existing ones)."""
     models = pipeline_models(rl_algos, hybrid_algos, root)
     return [path for name, path in models.items() if name not in (STAGE_1, ENSEMBLE)]
+
+
+def fold_dir(root: Path, fold: int) -> Path:
+    """``<root>/fold_<k>``: one walk-forward fold's inputs (``WALKFORWARD_DATA``) or models (``WALKFORWARD_MODELS``)."""
+    return root / f"fold_{fold}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -11,12 +12,15 @@ import typer
 from rich.tree import Tree
 
 from trade_agent import paths
+from trade_agent.cli.data import ParamsOption
 from trade_agent.cli.tables import AVAILABILITY_STYLE, make_console, model_table
 from trade_agent.errors import IntegrityError, TradeAgentError
 from trade_agent.registry import ModelRegistry
+from trade_agent.registry.card import write_card
 from trade_agent.registry.registry import absent_summary
 from trade_agent.registry.release import release as make_release
 from trade_agent.registry.store import dvc_cache_dir
+from trade_agent.walkforward.gates import workspace_figures
 
 models_app = typer.Typer(no_args_is_help=True, help="Manage registered models.")
 console = make_console()
@@ -29,6 +33,32 @@ AVAILABILITY_HINT = {
     "remote": " (not in this clone; a restore pulls them from the DVC remote)",
     "missing": " (not in this clone and no DVC remote: `make run` reproduces the committed models)",
 }
+
+
+WALKFORWARD_METRICS = Path("metrics/walkforward.json")
+
+
+def _entries(root: Path) -> list[dict[str, Any]]:
+    """The registry index's entries (for counting the configurations tried on a dataset)."""
+    index = root / "registry.json"
+    document = json.loads(index.read_text()) if index.is_file() else {}
+    models = document.get("models", []) if isinstance(document, dict) else []
+    return [m for m in models if isinstance(m, dict)]
+
+
+@models_app.command("card")
+def card(
+    model_id: Annotated[str, typer.Argument(help="Model id or alias.")],
+    params_file: ParamsOption = None,
+    root: RootOption = paths.REGISTRY_ROOT,
+) -> None:
+    """Write the model's card (data, period, frequency, costs, walk-forward figures, DSR/PBO, lineage, limits)."""
+    details = _registry(root).export_model_info(model_id)
+    document, figures = workspace_figures(WALKFORWARD_METRICS, details, _entries(root))
+    from trade_agent.config import load_params_or_defaults
+
+    path = write_card(root, details, document, figures, load_params_or_defaults(params_file).release)
+    console.print(f"wrote {path}")
 
 
 def _registry(root: Path) -> ModelRegistry:
@@ -80,7 +110,9 @@ def info(
     """All metadata of a model, its lineage tree and its integrity status."""
     details = _registry(root).export_model_info(model_id)
     if as_json:
-        typer.echo(json.dumps(details, indent=2, default=str))
+        _, figures = workspace_figures(WALKFORWARD_METRICS, details, _entries(root))
+        shown = details | ({"walkforward": dataclasses.asdict(figures)} if figures is not None else {})
+        typer.echo(json.dumps(shown, indent=2, default=str))
         return
     score = details["composite_score"]
     console.print(
@@ -94,6 +126,9 @@ def info(
         console.print(f"  {key}: {details.get(key)}")
     console.print("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(details["metrics"].items())))
     console.print(_lineage_tree(details["lineage"]))
+    _, figures = workspace_figures(WALKFORWARD_METRICS, details, _entries(root))
+    if figures is not None:
+        console.print(f"  {figures.summary()}")
     integrity = details["integrity"]
     if integrity["ok"]:
         console.print("  integrity: [green]ok[/] (every file matches its sha256)")
@@ -216,11 +251,19 @@ def gc(root: RootOption = paths.REGISTRY_ROOT) -> None:
 def release(
     model_id: Annotated[str, typer.Argument(help="Model id or alias to release.")],
     stage: Annotated[str | None, typer.Option(help="Also assign this stage (e.g. prod).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Assign prod despite failing walk-forward gates (recorded in the tag).")
+    ] = False,
+    params_file: ParamsOption = None,
     root: RootOption = paths.REGISTRY_ROOT,
 ) -> None:
-    """Tag a model version in GTO's format on the commit whose dvc.lock holds it."""
+    """Tag a model version in GTO's format on the commit whose dvc.lock holds it; --stage prod is gated
+    by the walk-forward DSR, the paired difference against buy-and-hold and the PBO."""
+    from trade_agent.config import load_params_or_defaults
+
     registry = _registry(root)
-    tags = make_release(Path.cwd(), registry, model_id, stage)
+    gates = load_params_or_defaults(params_file).release
+    tags = make_release(Path.cwd(), registry, model_id, stage, force=force, gates=gates)
     registry.export()
     console.print(
         f"created {', '.join(tags) if tags else 'no new tags (already released)'}; push them with `git push --tags`"

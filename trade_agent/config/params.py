@@ -30,6 +30,7 @@ from trade_agent.config.models import CnnLstmConfig
 from trade_agent.config.optimize import OptimizeConfig
 from trade_agent.config.registry import TypeGrading, default_grading
 from trade_agent.config.rl import RLConfig
+from trade_agent.config.walkforward import ReleaseConfig, WalkForwardConfig
 from trade_agent.errors import ConfigError
 
 DEFAULT_PARAMS_FILE = Path("params.yaml")
@@ -53,6 +54,8 @@ class Params:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     optimize: OptimizeConfig = field(default_factory=OptimizeConfig)
+    walkforward: WalkForwardConfig = field(default_factory=WalkForwardConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
     grading: dict[str, TypeGrading] = field(default_factory=default_grading)
 
     def validate(self) -> Params:

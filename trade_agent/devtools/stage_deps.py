@@ -22,7 +22,7 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from ruamel.yaml import YAML
 
@@ -123,6 +123,11 @@ def _script(cmd: str) -> str:
     return words[1]
 
 
+def _body(stage: Any) -> Any:
+    """The stage definition itself: a ``foreach`` stage keeps it under ``do``."""
+    return stage["do"] if "foreach" in stage else stage
+
+
 def _is_code(dep: str) -> bool:
     return dep == PACKAGE or dep.startswith(PACKAGE + "/")
 
@@ -130,7 +135,8 @@ def _is_code(dep: str) -> bool:
 def stage_deps(root: Path) -> list[StageDeps]:
     document = _yaml().load((root / "dvc.yaml").read_text())
     result = []
-    for name, stage in document["stages"].items():
+    for name, defined in document["stages"].items():
+        stage = _body(defined)
         script = _script(str(stage["cmd"]))
         declared = [str(d) for d in stage.get("deps", []) if _is_code(str(d))]
         result.append(StageDeps(name, script, declared, code_deps(root, Path(script))))
@@ -143,7 +149,8 @@ def write(root: Path) -> list[str]:
     path = root / "dvc.yaml"
     document = yaml.load(path.read_text())
     changed = []
-    for name, stage in document["stages"].items():
+    for name, defined in document["stages"].items():
+        stage = _body(defined)
         script = _script(str(stage["cmd"]))
         deps = stage.get("deps", [])
         others = [d for d in deps if not _is_code(str(d))]

@@ -85,19 +85,26 @@ def check_enough_bars(market: pd.DataFrame, params: Params, source: str) -> None
 
 
 def build_features(
-    market: pd.DataFrame, params: Params, source: str = "market data", pipeline: PreprocessingPipeline | None = None
+    market: pd.DataFrame,
+    params: Params,
+    source: str = "market data",
+    pipeline: PreprocessingPipeline | None = None,
+    boundaries: SplitBoundaries | None = None,
 ) -> FeatureSet:
     """Compute the feature set without writing anything (see module docstring).
 
     ``pipeline``: an already fitted preprocessor (e.g. the one saved with a model) applied
     as it is, for inference on new data with the model's own scaling; by default a new
     pipeline is fitted on the training split.
+    ``boundaries``: the splits as given (a walk-forward fold's calendar windows, embargo gaps
+    included) instead of ``params.splits`` fractions of the labelled bars.
 
     Raises:
         InsufficientDataError: too few bars for warm-up, splits and embargo.
         DataValidationError / SchemaError: from the preprocessing steps.
     """
-    check_enough_bars(market, params, source)
+    if boundaries is None:  # given boundaries were checked against their own windows
+        check_enough_bars(market, params, source)
     market = market.sort_values([SYMBOL, TIMESTAMP], kind="stable").reset_index(drop=True)
     labels = make_labels(market, params.labels)
     warmup = warmup_bars(params.features)
@@ -105,7 +112,9 @@ def build_features(
     usable = (position >= warmup) & (labels[TARGET_DIRECTION].to_numpy() >= 0)
     timestamps = np.sort(market.loc[usable, TIMESTAMP].unique())
     fractions = (params.splits.train, params.splits.val, params.splits.test)
-    bounds = compute_boundaries(timestamps, fractions, params.embargo_bars, params.features.sequence_length, source)
+    bounds = boundaries or compute_boundaries(
+        timestamps, fractions, params.embargo_bars, params.features.sequence_length, source
+    )
 
     if pipeline is None:  # training: the labels must be learnable (new data for a trained model need not be)
         stamps = market[TIMESTAMP].to_numpy()
@@ -246,7 +255,11 @@ def dataset_frequency(provenance: dict[str, Any], source: str, market: pd.DataFr
 
 
 def run_features_stage(
-    params: Params, market_path: Path, out_dir: Path, fitted_preprocessor: Path | None = None
+    params: Params,
+    market_path: Path,
+    out_dir: Path,
+    fitted_preprocessor: Path | None = None,
+    boundaries: SplitBoundaries | None = None,
 ) -> FeatureSet:
     """The ``features`` stage: read prepared bars, build, then write every output.
 
@@ -262,7 +275,7 @@ def run_features_stage(
         pipeline = PreprocessorManager(
             fitted_preprocessor.parent, step_modules=params.preprocessing.step_modules
         ).load_pipeline(fitted_preprocessor.name)
-    feature_set = build_features(market, params, source=str(market_path), pipeline=pipeline)
+    feature_set = build_features(market, params, source=str(market_path), pipeline=pipeline, boundaries=boundaries)
     preprocessor_root = out_dir / "preprocessor"
     if preprocessor_root.exists():
         shutil.rmtree(preprocessor_root)

@@ -3,6 +3,8 @@
 ``cnn_lstm@v1.2.0`` (annotated) marks the commit whose ``dvc.lock`` holds exactly that
 model's files; ``cnn_lstm#prod#N`` assigns a stage. ``gto show`` lists both and
 ``dvc artifacts get`` fetches the files (``dvc.yaml`` declares the artifacts).
+Assigning ``prod`` is gated by the walk-forward statistics of the released commit
+(:mod:`trade_agent.walkforward.gates`); ``force`` overrides and the tag message says so.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ from typing import Any
 
 import yaml
 
-from trade_agent.errors import InputError, TradeAgentError
+from trade_agent.config.walkforward import ReleaseConfig
+from trade_agent.errors import DataSourceError, InputError, TradeAgentError
 from trade_agent.registry.registry import RUN_SPECIFIC, ModelRegistry
 from trade_agent.registry.store import dvc_cache_dir
+from trade_agent.walkforward.gates import GateFigures, gate_figures
+
+GATED_STAGE = "prod"
+WALKFORWARD_METRICS = "metrics/walkforward.json"
 
 
 class ReleaseError(InputError):
@@ -91,11 +98,44 @@ def find_commit(repo: Path, registry: ModelRegistry, entry: dict[str, Any]) -> s
     return None
 
 
-def release(repo: Path, registry: ModelRegistry, model_id: str, stage: str | None = None) -> list[str]:
-    """Create the version tag (and a stage tag); returns the tag names.
+def walkforward_gate(repo: Path, registry: ModelRegistry, entry: dict[str, Any], commit: str) -> GateFigures:
+    """The model's walk-forward figures in ``metrics/walkforward.json`` at ``commit``.
 
     Raises:
-        ReleaseError: no commit's dvc.lock holds the model, or the version is released.
+        ReleaseError: the commit has no walk-forward metrics, or none for this model.
+    """
+    source = f"{commit[:10]}:{WALKFORWARD_METRICS}"
+    try:
+        document = json.loads(_git(repo, "show", source))
+    except (TradeAgentError, ValueError):
+        raise ReleaseError(
+            f"{entry['model_id']}: commit {commit[:10]} has no {WALKFORWARD_METRICS} to gate --stage {GATED_STAGE}; "
+            "run `dvc repro walkforward`, commit its metrics and release again (or pass --force)"
+        ) from None
+    entries = json.loads(registry.export_path.read_text()).get("models", []) if registry.export_path.is_file() else []
+    try:
+        return gate_figures(document, entry, [e for e in entries if isinstance(e, dict)], source)
+    except DataSourceError as exc:
+        raise ReleaseError(f"{exc} (or pass --force)") from None
+
+
+def release(
+    repo: Path,
+    registry: ModelRegistry,
+    model_id: str,
+    stage: str | None = None,
+    *,
+    force: bool = False,
+    gates: ReleaseConfig | None = None,
+) -> list[str]:
+    """Create the version tag (and a stage tag); returns the tag names.
+
+    ``stage="prod"`` requires the walk-forward gates (``gates``, default ``release``
+    params defaults) unless ``force``; version tags are never gated.
+
+    Raises:
+        ReleaseError: no commit's dvc.lock holds the model, the version is released, or a
+            prod gate fails (one line with every figure and its threshold).
     """
     if stage and not re.fullmatch(r"[a-zA-Z0-9]([a-zA-Z0-9-_]*[a-zA-Z0-9])?", stage):
         raise ReleaseError(f"stage '{stage}' must be letters, digits, '-' or '_'")
@@ -109,6 +149,17 @@ def release(repo: Path, registry: ModelRegistry, model_id: str, stage: str | Non
             f"no commit has both a dvc.lock holding {entry['model_id']} and a models/registry.json listing it; "
             "run `trade-agent models export`, commit dvc.lock and models/registry.json, then release again"
         )
+    forced = ""
+    if stage == GATED_STAGE:
+        figures = walkforward_gate(repo, registry, entry, commit)
+        failed = figures.failures(gates or ReleaseConfig())
+        if failed and not force:
+            raise ReleaseError(
+                f"{entry['model_id']} is not promoted to {GATED_STAGE}: {'; '.join(failed)} ({figures.summary()}); "
+                "pass --force to override (recorded in the tag message)"
+            )
+        if failed:
+            forced = f" (forced past the walk-forward gates: {'; '.join(failed)})"
     tags = []
     if tag not in existing:
         _git(repo, "tag", "-a", tag, "-m", f"Registering artifact {name} version {version}", commit)
@@ -119,7 +170,13 @@ def release(repo: Path, registry: ModelRegistry, model_id: str, stage: str | Non
         counter = 1 + sum(1 for t in existing if t.startswith(f"{name}#"))
         stage_tag = f"{name}#{stage}#{counter}"
         _git(
-            repo, "tag", "-a", stage_tag, "-m", f"Assigning stage {stage} to artifact {name} version {version}", commit
+            repo,
+            "tag",
+            "-a",
+            stage_tag,
+            "-m",
+            f"Assigning stage {stage} to artifact {name} version {version}{forced}",
+            commit,
         )
         tags.append(stage_tag)
     return tags

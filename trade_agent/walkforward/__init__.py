@@ -1,0 +1,1 @@
+"""Stage: walk-forward evaluation over calendar folds, with multiple-testing statistics."""
