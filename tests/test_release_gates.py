@@ -154,5 +154,7 @@ def test_model_card_states_the_walk_forward_figures_and_limits() -> None:
     assert "| 0 | 2008-02-19 .. 2009-02-19 | 0.50 |" in card and figures.summary() in card
     assert "fails the prod gate: PBO 0.70 > release.max_pbo 0.5" in card
     assert "not distinguishable from buy-and-hold" in card and "its single-split Sharpe interval includes 0" in card
+    doc["models"]["ppo"]["difference_ci_high"] = -0.1  # the whole interval below 0: worse, not "indistinguishable"
+    assert "worse than buy-and-hold" in render_card(details, doc, figures, ReleaseConfig())
     with pytest.raises(InputError, match="not a plain file name"):
         card_path(Path("models"), "../../etc/passwd")

@@ -92,7 +92,10 @@ def render_card(
                 sharpe = fold.get("sharpe", {}).get(name) if isinstance(fold, dict) else None
                 shown = f"{sharpe:.2f}" if isinstance(sharpe, int | float) else "-"
                 lines.append(f"| {fold.get('fold')} | {fold.get('test_start')} .. {fold.get('test_end')} | {shown} |")
-        if isinstance(row.get("difference_ci_low"), int | float) and row["difference_ci_low"] < 0:
+        low, high = row.get("difference_ci_low"), row.get("difference_ci_high")
+        if isinstance(high, int | float) and high < 0:
+            limits.append("out of sample it is worse than buy-and-hold (the whole paired interval is below 0)")
+        elif isinstance(low, int | float) and low < 0:
             limits.append("out of sample it is not distinguishable from buy-and-hold (paired interval includes 0)")
         if figures is not None:
             limits += [f"fails the prod gate: {failure}" for failure in figures.failures(release)]
