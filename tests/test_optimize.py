@@ -92,7 +92,10 @@ def test_cli_optimize_trains_and_registers_the_best(tmp_path: Path) -> None:
     payload = json.loads(result.output[result.output.index("\n{") + 1 :])
     best = json.loads(Path("models/runs/cnn_lstm/optuna/best_params.json").read_text())
     assert best["trials"] == 3 and set(best["best_params"]) == set(SPACE)
-    assert [m.model_id for m in ModelRegistry("models").list_models("cnn_lstm")] == [payload["model_id"]]
+    (registered,) = ModelRegistry("models").list_models("cnn_lstm")
+    assert registered.model_id == payload["model_id"]
+    # The study's trials travel with the model: they count toward the walk-forward DSR's N.
+    assert [t for t in registered.tags if t.startswith("optimize:")] == [f"optimize:{best['study']}:3"]
     agent = CliRunner().invoke(
         app,
         ["train", "ppo", "synthetic", "--cnn-lstm-model", payload["model_id"], "--optimize", "--n-trials", "2"],

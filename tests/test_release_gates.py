@@ -13,7 +13,7 @@ from trade_agent.config.walkforward import ReleaseConfig
 from trade_agent.errors import DataSourceError, InputError
 from trade_agent.registry import release as release_module
 from trade_agent.registry.card import card_path, render_card
-from trade_agent.walkforward.gates import gate_figures, registered_configurations, walkforward_name
+from trade_agent.walkforward.gates import gate_figures, registered_trials, walkforward_name
 from trade_agent.walkforward.statistics import expected_max_sharpe, psr_from_moments
 
 SYMBOLS = ["AAA", "BBB"]
@@ -54,8 +54,17 @@ def registry_entries() -> list[dict[str, Any]]:
     return [cnn, cnn_again, other, agent, elsewhere]
 
 
-def test_n_counts_the_registered_configurations_on_these_symbols() -> None:
-    assert registered_configurations(registry_entries(), SYMBOLS) == 3  # h1, h2, and the agent (via its CNN-LSTM)
+def test_n_counts_the_registered_trials_on_these_symbols() -> None:
+    entries = registry_entries()
+    assert registered_trials(entries, SYMBOLS) == 3  # h1, h2, and the agent (via its CNN-LSTM)
+    reseeded = entries[0] | {"model_id": "cnn_lstm_v1.0.2", "training_config": {"seed": 7}}
+    assert registered_trials([*entries, reseeded], SYMBOLS) == 4  # another seed is another trial
+    # An --optimize winner brings its study's other trials, once per study (the largest count seen).
+    tuned = [
+        entries[2] | {"model_id": f"cnn_lstm_v2.{k}.0", "tags": [f"optimize:cnn_lstm-abc:{n}"]}
+        for k, n in ((1, 12), (2, 15))
+    ]
+    assert registered_trials([*entries, *tuned], SYMBOLS) == 3 + 14
     assert walkforward_name({"model_type": "hybrid", "training_config": {"algo": "sac"}}) == "hybrid_sac"
 
 

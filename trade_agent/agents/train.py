@@ -277,8 +277,11 @@ def _warm_start(
     return True
 
 
-def register_agent(run: AgentRun, params: Params, cnn_lstm_dir: Path, registry: ModelRegistry) -> str:
-    """Register an agent with lineage to the exact CNN-LSTM (and its preprocessor) it saw."""
+def register_agent(
+    run: AgentRun, params: Params, cnn_lstm_dir: Path, registry: ModelRegistry, tags: list[str] | None = None
+) -> str:
+    """Register an agent with lineage to the exact CNN-LSTM (and its preprocessor) it saw
+    (``tags``: e.g. ``optimize:<study>:<trials>``)."""
     cnn_lstm_id = register_cnn_lstm(cnn_lstm_dir, params, registry)  # existing id: content is known
     spec = read_json(run.agent_dir / "policy.json")
     algo_params = asdict(getattr(params.rl, run.algo))
@@ -302,4 +305,5 @@ def register_agent(run: AgentRun, params: Params, cnn_lstm_dir: Path, registry: 
         {"cnn_lstm": cnn_lstm_id, "preprocessor_id": read_json(cnn_lstm_dir / "config.json")["preprocessor_id"]},
         dependencies=[cnn_lstm_id],
         training_duration=round(run.duration_s, 3),
+        tags=tags,
     )

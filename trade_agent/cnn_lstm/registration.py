@@ -17,9 +17,16 @@ RUNTIME_KEYS = ("threads", "fallback_to_cpu", "precision", "max_batch_size", "mi
 
 
 def register_cnn_lstm(
-    model_dir: Path, params: Params, registry: ModelRegistry, training_duration: float | None = None
+    model_dir: Path,
+    params: Params,
+    registry: ModelRegistry,
+    training_duration: float | None = None,
+    tags: list[str] | None = None,
 ) -> str:
-    """Register a trained model directory; returns its id (existing id for known content)."""
+    """Register a trained model directory; returns its id (existing id for known content).
+
+    ``tags``: e.g. ``optimize:<study>:<trials>`` when a search chose its params (the trials
+    count toward the deflated Sharpe ratio's N)."""
     config = read_json(model_dir / "config.json")
     metadata = read_json(model_dir / "metadata.json")
     hyperparameters = {k: v for k, v in asdict(params.cnn_lstm).items() if k not in RUNTIME_KEYS}
@@ -44,4 +51,5 @@ def register_cnn_lstm(
         training_duration=round(training_duration, 3) if training_duration is not None else None,
         hardware_info=metadata["hardware"],
         notes="; ".join(metadata["warnings"]),
+        tags=tags,
     )

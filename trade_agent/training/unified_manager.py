@@ -351,8 +351,9 @@ class UnifiedTrainingManager:
         if config.model_type in AGENT_TYPES:
             return self._train_agent(training_id, config, params, out, registry)
         market = out / "data" / "prepared" / "market.parquet"
+        study_tags: list[str] = []
         if config.optimize_hyperparams:
-            params = self._search("cnn_lstm", config, params, out, market)
+            params, study_tags = self._search("cnn_lstm", config, params, out, market)
         run_features_stage(params, market, out / "data" / "features")
         model_dir = out / "model"
         if config.distributed:
@@ -363,7 +364,7 @@ class UnifiedTrainingManager:
             registry = ModelRegistry(self.registry_root, grading=params.grading)  # rank 0 registered it
         else:
             run = self._train_cnn_lstm(config, params, out / "data" / "features", model_dir, out)
-            model_id = register_cnn_lstm(model_dir, params, registry, run.duration_s)
+            model_id = register_cnn_lstm(model_dir, params, registry, run.duration_s, tags=study_tags)
             metrics, checkpoints = run.metrics, run.checkpoints
         preprocessors = sorted((model_dir / PREPROCESSOR_DIR).iterdir())
         return TrainingResult(
@@ -438,8 +439,9 @@ class UnifiedTrainingManager:
             preprocessor = sorted((cnn_lstm_dir / PREPROCESSOR_DIR).iterdir())[0]
             run_features_stage(params, market, features_dir, fitted_preprocessor=preprocessor)
         run_embed_stage(cnn_lstm_dir, features_dir, embeddings)
+        study_tags: list[str] = []
         if config.optimize_hyperparams:
-            params = self._search(algo, config, params, out, market, features_dir, embeddings)
+            params, study_tags = self._search(algo, config, params, out, market, features_dir, embeddings)
         panels = load_panels(params, features_dir, embeddings, market)
         run = train_agent(
             algo,
@@ -453,7 +455,7 @@ class UnifiedTrainingManager:
             keep_checkpoints=bool(config.extra.get("keep_checkpoints", False)),
             tensorboard=config.extra.get("tensorboard"),
         )
-        model_id = register_agent(run, params, cnn_lstm_dir, registry)
+        model_id = register_agent(run, params, cnn_lstm_dir, registry, tags=study_tags)
         return TrainingResult(
             training_id,
             algo,
@@ -473,9 +475,11 @@ class UnifiedTrainingManager:
         market: Path,
         features_dir: Path | None = None,
         embeddings: Path | None = None,
-    ) -> Params:
-        """Optuna search on the validation split; returns params with the best trial's values.
-        The study summary goes to ``<output_dir>/optuna/`` (best_params.json, trials.csv)."""
+    ) -> tuple[Params, list[str]]:
+        """Optuna search on the validation split; returns params with the best trial's values
+        and the registry tag ``optimize:<study>:<trials>`` (every trial counts toward the
+        deflated Sharpe ratio's N). The study summary goes to ``<output_dir>/optuna/``
+        (best_params.json, trials.csv)."""
 
         inputs = [market, *([embeddings] if embeddings is not None else [])]
         timeout = config.extra.get("timeout")
@@ -491,8 +495,8 @@ class UnifiedTrainingManager:
             features_dir=str(features_dir) if features_dir is not None else None,
             embeddings=str(embeddings) if embeddings is not None else None,
         )
-        best, _ = search(spec, n_jobs=int(config.extra.get("n_jobs", 1)), out_dir=out / "optuna")
-        return best
+        best, summary = search(spec, n_jobs=int(config.extra.get("n_jobs", 1)), out_dir=out / "optuna")
+        return best, [f"optimize:{spec.study_name}:{int(summary['trials'])}"]
 
     @staticmethod
     def _restore_cnn_lstm(model_id: str, params: Params, out: Path, registry: ModelRegistry) -> tuple[Path, Params]:

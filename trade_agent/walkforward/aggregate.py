@@ -10,8 +10,8 @@ configurations x out-of-sample bars (see :mod:`trade_agent.walkforward.statistic
 Here N is what the walk-forward itself tried: one configuration per model type at
 ``base.seed``. What else was tried on these data lives in the model registry, which is not
 a stage input (it changes whenever anything registers); ``trade-agent release --stage prod``
-and ``train info`` recompute the DSR with N raised by the registry's distinct
-configurations on the same symbols (:mod:`trade_agent.walkforward.gates`), from the moments
+and ``train info`` recompute the DSR with N raised by the trials the registry holds for the
+same symbols (:func:`trade_agent.walkforward.gates.registered_trials`), from the moments
 recorded here (per-period Sharpe, skewness, kurtosis, bars, and the trials' Sharpe variance).
 """
 
@@ -202,7 +202,7 @@ def markdown_report(result: dict[str, Any], params: Params, frequency: BarFreque
         f"**Multiple testing.** DSR here: N = {result['n_trials']} trials (the walk-forward's configurations at "
         f"seed {params.base.seed}); it is the probability that the true Sharpe exceeds the best of N unskilled "
         "trials (Bailey & López de Prado 2014). `trade-agent release --stage prod` and `train info` recompute it "
-        "with N raised by every configuration registered on these symbols. "
+        "with N raised by the trials registered on these symbols (configurations, seeds, `--optimize` trials). "
         f"PBO = {pbo} (CSCV, S = {result['pbo_blocks']} blocks, "
         f"{result['pbo_combinations']} combinations): the share of splits in which the configuration best "
         "in-sample ranks in the bottom half out of sample.",

@@ -4,8 +4,9 @@ A model is promoted only when, in ``metrics/walkforward.json`` of the commit bei
 released, its model type's walk-forward figures pass:
 
 * deflated Sharpe ratio >= ``release.min_dsr``, with N = the walk-forward's configurations
-  plus every distinct configuration (model type, hyperparameters) the registry holds for
-  the same symbols, recomputed here from the recorded moments;
+  plus the trials the registry holds for the same symbols (:func:`registered_trials`:
+  configurations x seeds, and every trial of the ``--optimize`` studies behind registered
+  models), recomputed here from the recorded moments;
 * the lower bound of its paired Sharpe difference against buy-and-hold >= 0;
 * probability of backtest overfitting <= ``release.max_pbo``.
 """
@@ -62,11 +63,14 @@ def walkforward_name(entry: dict[str, Any]) -> str:
     return model_type
 
 
-def registered_configurations(entries: list[dict[str, Any]], symbols: list[str]) -> int:
-    """Distinct (model type, hyperparameters) among registry entries trained on ``symbols``.
+def registered_trials(entries: list[dict[str, Any]], symbols: list[str]) -> int:
+    """Trials registered on ``symbols``: distinct (model type, hyperparameters, seed), plus the
+    other trials of each ``--optimize`` study behind a registered model.
 
     A CNN-LSTM records its symbols; agents, hybrids and ensembles inherit them from the
-    models they depend on.
+    models they depend on. An optimised model carries the tag ``optimize:<study>:<trials>``;
+    its study counts ``trials - 1`` more (the winner is one of the configurations), once per
+    study whatever re-ran it.
     """
     by_id = {str(e.get("model_id")): e for e in entries}
 
@@ -80,12 +84,19 @@ def registered_configurations(entries: list[dict[str, Any]], symbols: list[str])
         parent = by_id.get(str(upstream[0]))
         return symbols_of(parent, depth + 1) if parent is not None else None
 
-    seen = set()
+    configurations: set[tuple[str, str, str]] = set()
+    studies: dict[str, int] = {}
     for entry in entries:
-        fingerprint = entry.get("fingerprint")
-        if isinstance(fingerprint, dict) and symbols_of(entry) == symbols:
-            seen.add((str(entry.get("model_type")), str(fingerprint.get("hyperparameters"))))
-    return len(seen)
+        fingerprint, config = entry.get("fingerprint"), entry.get("training_config")
+        if not isinstance(fingerprint, dict) or symbols_of(entry) != symbols:
+            continue
+        seed = config.get("seed") if isinstance(config, dict) else None
+        configurations.add((str(entry.get("model_type")), str(fingerprint.get("hyperparameters")), str(seed)))
+        for tag in entry.get("tags") or []:
+            study, _, count = str(tag).removeprefix("optimize:").rpartition(":")
+            if str(tag).startswith("optimize:") and study and count.isdigit():
+                studies[study] = max(studies.get(study, 0), int(count))
+    return len(configurations) + sum(max(n - 1, 0) for n in studies.values())
 
 
 def gate_figures(walkforward: object, entry: dict[str, Any], entries: list[dict[str, Any]], source: str) -> GateFigures:
@@ -110,7 +121,7 @@ def gate_figures(walkforward: object, entry: dict[str, Any], entries: list[dict[
         symbols = sorted(str(s) for s in walkforward["symbols"])
     except (KeyError, TypeError, ValueError):
         raise DataSourceError(f"{source}: oos_bars, n_trials, trial_sharpe_variance or symbols missing") from None
-    registered = registered_configurations(entries, symbols)
+    registered = registered_trials(entries, symbols)
     n_trials = own + registered
     benchmark = expected_max_sharpe(variance, n_trials)
     dsr = psr_from_moments(float(row["sharpe_per_bar"]), bars, float(row["skew"]), float(row["kurtosis"]), benchmark)
