@@ -42,6 +42,7 @@ bench: install  ## benchmarks, as ratios against baselines measured in the same 
 	$(PIP) -c constraints.txt -e ".[dev,bench]"
 	python benchmarks/run.py
 	python benchmarks/learning.py   # the real pipeline on planted signals (~15 min)
+	python benchmarks/walkforward_append.py   # a month appended: only the fold holding it re-runs (~4 min)
 
 deps: install  ## regenerate dvc.yaml's code deps from the stage scripts' import graph
 	python -m trade_agent.devtools.stage_deps --write
