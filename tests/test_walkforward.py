@@ -19,6 +19,7 @@ from trade_agent.errors import ConfigError, InsufficientDataError
 from trade_agent.features.splits import SPLIT
 from trade_agent.market.trading import trading_metrics
 from trade_agent.walkforward.folds import fold_boundaries, fold_windows, write_fold_inputs
+from trade_agent.walkforward.gates import gate_figures
 
 
 def test_fold_boundaries_fall_on_calendar_dates() -> None:
@@ -139,6 +140,10 @@ def test_appending_bars_reruns_only_the_folds_whose_windows_hold_them(dvc_fresh_
         expected = trading_metrics(stitched[name].to_numpy(), periods_per_year=metrics_before["periods_per_year"])
         assert row["sharpe"] == pytest.approx(expected["sharpe"], rel=1e-9)
         assert row["total_return"] == pytest.approx(expected["total_return"], rel=1e-9)
+    # The release gate recomputes each DSR from the recorded moments: with no registry trials it is the report's.
+    for model_type in ("cnn_lstm", "ppo", "ensemble"):
+        figures = gate_figures(metrics_before, {"model_type": model_type}, [], "metrics/walkforward.json")
+        assert figures.dsr == pytest.approx(metrics_before["models"][model_type]["dsr"], rel=1e-9)
     for k, fold in enumerate(folds):  # each fold trades inside its own window only
         window = metrics_before["per_fold"][k]
         assert fold["timestamp"].min() >= pd.Timestamp(window["test_start"])

@@ -95,6 +95,7 @@ def walkforward_statistics(stitched: pd.DataFrame, params: Params, frequency: Ba
     n_trials = len(trials)
     benchmark = stitched[BENCHMARK].to_numpy()
     models: dict[str, dict[str, float]] = {}
+    variance = 0.0  # the trials' Sharpe variance the DSR used (recorded so a gate can recompute it)
     for name in stitched.columns:
         r = stitched[name].to_numpy()
         m = trading_metrics(r, periods_per_year=ppy)
@@ -110,12 +111,13 @@ def walkforward_statistics(stitched: pd.DataFrame, params: Params, frequency: Ba
             deflated = deflated_sharpe_ratio(r, trial_sharpes, n_trials=n_trials)
             skew, kurtosis = skew_kurtosis(r)
             row |= {"dsr": deflated.dsr, "sharpe_per_bar": deflated.sharpe, "skew": skew, "kurtosis": kurtosis}
+            variance = deflated.trial_sharpe_variance
         models[name] = row
     pbo = pbo_cscv(stitched[trials].to_numpy(), n_blocks=params.walkforward.pbo_blocks) if len(trials) >= 2 else None
     return {
         "models": models,
         "n_trials": n_trials,
-        "trial_sharpe_variance": float(np.var(trial_sharpes, ddof=1)) if len(trials) > 1 else 0.0,
+        "trial_sharpe_variance": variance,
         "pbo": pbo.pbo if pbo is not None else None,
         "pbo_blocks": params.walkforward.pbo_blocks,
         "pbo_combinations": pbo.n_combinations if pbo is not None else 0,
