@@ -20,7 +20,7 @@ install: $(STAMP) $(PLOTS_TEMPLATE)  ## create .venv if needed and install (no-o
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e ".[dev]"
+	$(PIP) -c constraints.txt -e ".[dev,serve]"
 	@touch $@
 
 # `dvc plots show` offline: Vega, Vega-Lite, Vega-Embed from npm (pinned in plots/offline), inlined in the template.
@@ -39,7 +39,7 @@ test: install  ## run the test suite
 	pytest -n 3
 
 bench: install  ## benchmarks, as ratios against baselines measured in the same run
-	$(PIP) -c constraints.txt -e ".[dev,bench]"
+	$(PIP) -c constraints.txt -e ".[dev,serve,bench]"
 	python benchmarks/run.py
 	python benchmarks/learning.py   # the real pipeline on planted signals (~15 min)
 	python benchmarks/walkforward_append.py   # a month appended: only the fold holding it re-runs (~4 min)

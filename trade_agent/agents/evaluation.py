@@ -26,13 +26,18 @@ class Episode(NamedTuple):
     weights: np.ndarray  # (K, N) targets as executed
     total_reward: float
     turnover: np.ndarray  # traded notional per fill (what costs are charged on)
+    next_target: np.ndarray | None = None  # (N,) the decision at the panel's last bar (``decide_last``)
 
 
-def run_episode(predict: Predict, panel: MarketPanel, config: SimulatorConfig, discrete: bool = False) -> Episode:
+def run_episode(
+    predict: Predict, panel: MarketPanel, config: SimulatorConfig, discrete: bool = False, decide_last: bool = False
+) -> Episode:
     """One pass over the whole panel.
 
     The observations are those of training (``episode_length`` still scales the time in
-    position); only the episode's end moves to the panel's last bar.
+    position); only the episode's end moves to the panel's last bar. ``decide_last`` also
+    asks the policy at the last bar, whose fill lies beyond the panel: the target for the
+    next bar, as ``trade-agent predict`` reports it, from the state this run reached.
     """
     env = PortfolioEnv(panel, config, discrete=discrete)
     obs, _ = env.reset(options={"to_end": True})
@@ -43,7 +48,8 @@ def run_episode(predict: Predict, panel: MarketPanel, config: SimulatorConfig, d
         weights.append(info["target"])
         turnover.append(info["turnover"])
         total += reward
-    return Episode(np.array(returns), np.array(weights), total, np.array(turnover))
+    next_target = np.array(env.decision(predict(obs))) if decide_last else None
+    return Episode(np.array(returns), np.array(weights), total, np.array(turnover), next_target)
 
 
 def evaluate(

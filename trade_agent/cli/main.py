@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from trade_agent import __version__
+from trade_agent.cli.acting import paper_app, predict, serve
 from trade_agent.cli.backtest import backtest
 from trade_agent.cli.data import data_app
 from trade_agent.cli.exp import exp_app
@@ -45,6 +46,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(exp_app, name="exp")
 app.command("release")(release)
 app.command("backtest")(backtest)
+app.command("predict")(predict)
+app.add_typer(paper_app, name="paper")
+app.command("serve")(serve)
 
 
 def _version(value: bool) -> None:

@@ -9,7 +9,9 @@ so launched ranks inherit them):
   whole run) raises an out-of-memory error once.
 - ``kill_after_epoch=E``: the process SIGKILLs itself once epoch E's checkpoint is complete
   (a crash no handler can intercept).
-- ``rank=R``: the rules above apply to rank R only (default: every rank).
+- ``kill_in_paper_bar=K``: ``trade-agent paper run`` SIGKILLs itself inside the transaction
+  of the K-th bar it writes (1-based), after the bar's rows and before the commit.
+- ``rank=R``: the training rules above apply to rank R only (default: every rank).
 
 Example: ``TRADE_AGENT_FAULTS=rank=1,kill_after_epoch=2 trade-agent train cnn-lstm-enhanced
 sample --distributed`` kills rank 1 after epoch 2; the launcher's retry resumes at epoch 3.
@@ -30,7 +32,7 @@ from trade_agent.errors import ConfigError
 log = logging.getLogger(__name__)
 
 FAULTS_ENV = "TRADE_AGENT_FAULTS"
-_KEYS = ("oom_above", "oom_at_step", "kill_after_epoch", "rank")
+_KEYS = ("oom_above", "oom_at_step", "kill_after_epoch", "kill_in_paper_bar", "rank")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Faults:
     oom_above: int | None = None
     oom_at_step: int | None = None
     kill_after_epoch: int | None = None
+    kill_in_paper_bar: int | None = None
     rank: int | None = None
 
     @classmethod
@@ -88,6 +91,13 @@ def after_checkpoint(epoch: int, rank: int = 0) -> None:
         log.warning("%s: killing rank %d after epoch %d", FAULTS_ENV, rank, epoch)
         for handler in logging.getLogger().handlers:
             handler.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def before_paper_commit(bar: int) -> None:
+    """Called inside the transaction of the ``bar``-th bar (1-based) a paper run writes."""
+    if active_faults().kill_in_paper_bar == bar:
+        log.warning("%s: killing the paper run inside bar %d's transaction", FAULTS_ENV, bar)
         os.kill(os.getpid(), signal.SIGKILL)
 
 

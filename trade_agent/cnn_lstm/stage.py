@@ -165,6 +165,8 @@ def train_cnn_lstm(
             "symbols": schema["symbols"],
             "splits": schema["splits"],
             "rows": schema["rows"],
+            # What inference checks new bars against (a daily model refuses hourly bars).
+            "frequency": schema.get("frequency"),
         },
         "preprocessor_id": preprocessor_id,
         "device": choice.to_dict(),

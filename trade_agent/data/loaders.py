@@ -140,6 +140,23 @@ def read_table(path: str | Path, *, symbol: str = "") -> RawTable:
     )
 
 
+def table_from_frame(frame: pd.DataFrame, source: str, row_label: str = "bar") -> RawTable:
+    """Bars handed over in memory (the Python API, an HTTP request body) as a :class:`RawTable`:
+    the same header aliases and the same checks as a file; rows are numbered from 1.
+
+    Raises:
+        DataValidationError: no rows, no symbol column, or a required column is missing.
+    """
+    if frame.empty:
+        raise DataValidationError(f"{source}: no bars; send at least one")
+    frame = frame.reset_index(drop=True)
+    frame.insert(0, LINE, range(1, len(frame) + 1))
+    frame, headers = _canonical_columns(frame, source)
+    if SYMBOL not in frame.columns:
+        raise DataValidationError(f"{source}: column 'symbol' is missing; give every bar its symbol")
+    return RawTable(frame=frame, source=source, row_label=row_label, headers=headers)
+
+
 def _sniff_separator(path: Path) -> str:
     """Comma unless the header line clearly uses ';' or tabs (European/MetaTrader exports)."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open

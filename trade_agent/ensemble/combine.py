@@ -174,9 +174,19 @@ class MemberRuns:
 
 
 def ensemble_targets(
-    runs: MemberRuns, val_sharpes: FloatArray, config: EnsembleConfig, common: RLCommonConfig
+    runs: MemberRuns,
+    val_sharpes: FloatArray,
+    config: EnsembleConfig,
+    common: RLCommonConfig,
+    next_weights: FloatArray | None = None,
 ) -> FloatArray:
-    """The ensemble's targets ``(K, N)``: the one combination used by the stage, evaluation, inference and CLI."""
+    """The ensemble's targets ``(K, N)``: the one combination used by the stage, evaluation, inference and CLI.
+
+    ``next_weights``: the members' ``(M, N)`` decisions at the bar after the runs' last decision
+    (inference's target for the next bar); the result then has ``K + 1`` rows, the last one
+    combined from the members' returns realised before it, like every other row.
+    """
     member_returns = np.stack([r.returns for r in runs.results])
-    combined, _ = combine(runs.weights, val_sharpes, config, member_returns, common.max_leverage)
+    weights = runs.weights if next_weights is None else np.concatenate([runs.weights, next_weights[:, None]], axis=1)
+    combined, _ = combine(weights, val_sharpes, config, member_returns, common.max_leverage)
     return combined

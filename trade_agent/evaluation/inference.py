@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from trade_agent.cnn_lstm.embed import run_embed_stage
 from trade_agent.cnn_lstm.store import PREPROCESSOR_DIR
@@ -42,10 +43,11 @@ class Positions:
 
     model_id: str
     model_type: str
-    weights: FloatArray  # (K, N)
+    weights: FloatArray  # (K, N); K + 1 rows with ``decide_last``
     open: FloatArray  # (K + 1, N)
     close: FloatArray
     symbols: list[str]
+    times: pd.DatetimeIndex  # (K + 1,) the bars of ``open``/``close``
     common: RLCommonConfig  # execution settings the model was trained with
     frequency: BarFrequency  # of the data: what the metrics are annualised with
 
@@ -81,26 +83,29 @@ class Inference:
             run_embed_stage(cnn_lstm_dir, features, embeddings)
         return SplitData.load(features, embeddings if with_embeddings else None, self.market, split)
 
-    def positions(self, model_id: str, split: str) -> Positions:
+    def positions(self, model_id: str, split: str, decide_last: bool = False) -> Positions:
+        """The model's targets at every decision bar of ``split``; ``decide_last`` adds the decision
+        at its last bar (the target for the bar after the data: what ``predict`` reports)."""
         entry = self.registry.get_model(model_id)
         kind = entry.model_type
         common = self._common(entry.training_config)
         directory = self.restore(entry.model_id)
         if kind == "cnn_lstm":
             data = self.data(directory, split)
-            weights = cnn_lstm_weights(data, self.params.evaluate.cnn_lstm_threshold, common.max_leverage)
+            threshold = self.params.evaluate.cnn_lstm_threshold
+            weights = cnn_lstm_weights(data, threshold, common.max_leverage, decide_last)
         elif kind in ALGOS:
             data = self.data(self.restore(entry.dependencies[0]), split)
-            weights = policy_weights(directory, data, common)
+            weights = policy_weights(directory, data, common, decide_last)
         elif kind == "hybrid":
             data = self.data(directory, split, with_embeddings=False)
-            weights = policy_weights(directory, data, common)
+            weights = policy_weights(directory, data, common, decide_last)
         elif kind == "ensemble":
-            return self._ensemble(entry.model_id, directory, split)
+            return self._ensemble(entry.model_id, directory, split, decide_last)
         else:
             raise InputError(f"{entry.model_id}: cannot backtest a '{kind}' model")
-        open_, close, _, symbols = data.prices()
-        return Positions(entry.model_id, kind, weights, open_, close, symbols, common, data.frequency)
+        open_, close, times, symbols = data.prices()
+        return Positions(entry.model_id, kind, weights, open_, close, symbols, times, common, data.frequency)
 
     def _common(self, training_config: dict[str, object]) -> RLCommonConfig:
         saved = training_config.get("common")
@@ -108,16 +113,16 @@ class Inference:
             return RLCommonConfig(**saved)
         return self.params.rl.common
 
-    def _ensemble(self, model_id: str, directory: Path, split: str) -> Positions:
+    def _ensemble(self, model_id: str, directory: Path, split: str, decide_last: bool) -> Positions:
         spec = EnsembleSpec.load(directory)
-        members = [self.positions(m["model_id"], split) for m in spec.members]
+        members = [self.positions(m["model_id"], split, decide_last) for m in spec.members]
         first = members[0]
         if any(m.weights.shape != first.weights.shape or m.symbols != first.symbols for m in members):
             raise InputError(f"{model_id}: members see different bars or symbols on this data; use aligned data")
-        runs = MemberRuns.backtested(
-            [m.weights for m in members], first.open, first.close, first.common, first.frequency.periods_per_year
-        )
-        combined = ensemble_targets(runs, spec.val_sharpes, spec.config, first.common)
+        traded = [m.weights[:-1] if decide_last else m.weights for m in members]  # decisions with a fill
+        runs = MemberRuns.backtested(traded, first.open, first.close, first.common, first.frequency.periods_per_year)
+        next_weights = np.stack([m.weights[-1] for m in members]) if decide_last else None
+        combined = ensemble_targets(runs, spec.val_sharpes, spec.config, first.common, next_weights)
         return replace(first, model_id=model_id, model_type="ensemble", weights=combined)
 
 

@@ -2,7 +2,8 @@
 
 Every model decides after the close of each bar of the split except the last (whose fill
 would fall outside it), so all models' weights share the same ``K`` decision bars and can
-be compared, combined and backtested on the same prices:
+be compared, combined and backtested on the same prices. ``decide_last`` adds the decision
+at the last bar (row ``K``): the target for the bar after the data, what inference reports.
 
 * a CNN-LSTM holds ``+/- max_leverage / N`` of an asset when its predicted probability of
   "up" / "down" exceeds the threshold (flat otherwise), from its class probabilities;
@@ -28,7 +29,7 @@ from trade_agent.market.simulator import PortfolioSimulator, SimulatorConfig
 from trade_agent.type_aliases import FloatArray
 
 
-def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> FloatArray:
+def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig, decide_last: bool = False) -> FloatArray:
     """Targets of a stage-2 agent (``policy.json`` without extractor) or a hybrid over the split."""
     policy, spec = load_policy(model_dir, EXTRACTORS)
     hybrid = is_hybrid(spec)
@@ -49,25 +50,33 @@ def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig) -> 
             "(other features, assets or window); evaluate it on data shaped like its training data"
         )
     discrete = spec["action_space"]["type"] == "MultiDiscrete"  # short/flat/long actions, not weights
-    episode = run_episode(lambda obs: policy.predict(obs, deterministic=True)[0], panel, config, discrete)
-    return aligned(np.asarray(episode.weights, dtype=np.float64), data, str(model_dir))
+
+    def predict(obs: np.ndarray) -> np.ndarray:
+        return policy.predict(obs, deterministic=True)[0]
+
+    episode = run_episode(predict, panel, config, discrete, decide_last)
+    weights = np.asarray(episode.weights, dtype=np.float64)
+    if episode.next_target is not None:
+        weights = np.vstack([weights, episode.next_target[None]])
+    return aligned(weights, data, str(model_dir), decide_last)
 
 
-def cnn_lstm_weights(data: SplitData, threshold: float, max_leverage: float) -> FloatArray:
+def cnn_lstm_weights(data: SplitData, threshold: float, max_leverage: float, decide_last: bool = False) -> FloatArray:
     """Long/short/flat per asset from the CNN-LSTM's class probabilities at each decision bar."""
     panel = data.panel(1, with_embeddings=True)
     index = [panel.context_names.index(c) for c in PROBABILITY_COLUMNS]
-    probabilities = panel.context[:-1, :, index]  # (K, N, 3): decisions exclude the last bar
-    return aligned(threshold_weights(probabilities, threshold, max_leverage), data, "the CNN-LSTM")
+    bars = panel.n_bars if decide_last else panel.n_bars - 1  # a backtest has no fill for the last bar
+    probabilities = panel.context[:bars, :, index]  # (K, N, 3)
+    return aligned(threshold_weights(probabilities, threshold, max_leverage), data, "the CNN-LSTM", decide_last)
 
 
-def aligned(weights: FloatArray, data: SplitData, model: str) -> FloatArray:
+def aligned(weights: FloatArray, data: SplitData, model: str, decide_last: bool = False) -> FloatArray:
     """Weights must cover every decision bar of the split, or a backtest would shift them.
 
     Raises:
         DataSourceError: the model's window or embeddings do not reach the split's first bar.
     """
-    decisions = len(data.prices()[0]) - 1
+    decisions = len(data.prices()[0]) - (0 if decide_last else 1)
     if len(weights) != decisions:
         raise DataSourceError(
             f"{model}: decides on {len(weights)} of the {data.split} split's {decisions} bars (its window or the "

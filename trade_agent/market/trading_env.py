@@ -71,6 +71,10 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         self.sim.reset(start, to_end=bool(options.get("to_end", False)))
         return self.sim.observe(), {"t": start}
 
+    def decision(self, action: np.ndarray) -> list[float]:
+        """The target weights ``action`` stands for (clipped, leverage-capped), without stepping."""
+        return self.sim.target_weights(_to_weights(action, self.discrete))
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         reward, done, info = self.sim.step(_to_weights(action, self.discrete))
         return self.sim.observe(), reward, done, False, {**info, "t": self.sim.t}

@@ -1,0 +1,1 @@
+"""HTTP serving of registered models (``trade-agent serve``)."""
