@@ -43,6 +43,8 @@ bench: install  ## benchmarks, as ratios against baselines measured in the same 
 	python benchmarks/run.py
 	python benchmarks/learning.py   # the real pipeline on planted signals (~15 min)
 	python benchmarks/walkforward_append.py   # a month appended: only the fold holding it re-runs (~4 min)
+	dvc repro ensemble   # the registered ensemble the serving benchmark serves (restored when up to date)
+	python benchmarks/serving.py   # POST /predict p50/p99 against the in-process predict call (~8 min)
 
 deps: install  ## regenerate dvc.yaml's code deps from the stage scripts' import graph
 	python -m trade_agent.devtools.stage_deps --write

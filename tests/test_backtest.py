@@ -52,7 +52,8 @@ def test_backtest_reproduces_the_environment() -> None:
     p = panel(n_bars=120, n_assets=3, seed=4)
     config = SimulatorConfig(window=5, cost_bps=5, slippage_bps=2, max_leverage=1.5)
     rng = np.random.default_rng(1)
-    returns, weights, _, turnover = run_episode(lambda obs: rng.uniform(-1, 1, 3), p, config)
+    episode = run_episode(lambda obs: rng.uniform(-1, 1, 3), p, config)
+    returns, weights, turnover = episode.returns, episode.weights, episode.turnover
     result = backtest(
         weights,
         p.open,

@@ -143,6 +143,13 @@ def test_switching_models_is_recorded_and_the_new_model_decides_from_then_on(dvc
     kwargs = {"params": info["params"], "registry": info["registry"], "root": dvc_repo / "paper"}
     half = times[len(times) // 2]
     run_paper(ids["ensemble"], upto(half, "half"), "switch", start=str(times[0]), **kwargs)
+    # History revised before the account's last bar: the replay would not decide what the ledger holds.
+    revised = pd.read_parquet(upto(times[-1], "whole"))
+    revised.loc[revised["timestamp"] == times[len(times) // 2 - 1], ["open", "high", "low", "close"]] *= 1.05
+    path = dvc_repo / "data" / "revised.parquet"
+    revised.to_parquet(path)
+    with pytest.raises(InputError, match="the history before it differs from the account's"):
+        run_paper(ids["ensemble"], str(path), "switch", **kwargs)
     summary = run_paper(ids["ppo"], upto(times[-1], "whole"), "switch", **kwargs)
     assert summary.switched_from == ids["ensemble"]
     with Ledger.open(dvc_repo / "paper" / "switch.sqlite") as ledger:

@@ -75,7 +75,8 @@ def predict(
 
 
 def print_prediction(prediction: Prediction) -> None:
-    table = Table(title=f"{prediction.model_id}: targets for the bar after {prediction.as_of}")
+    console.print(f"{prediction.model_id}: targets for the bar after {prediction.as_of}")
+    table = Table()
     table.add_column("symbol")
     table.add_column("target weight", justify="right")
     if prediction.orders is not None:
@@ -163,7 +164,8 @@ def paper_status(
     )
     for segment in status.models:
         console.print(f"  model {segment['model_id']} from {segment['from']} (track from {segment['track_start']})")
-    table = Table(title="positions at the last close; targets for the next open")
+    console.print("positions at the last close; targets decided there, filled at the next open:")
+    table = Table()
     for column in ("symbol", "quantity", "weight", "pending target"):
         table.add_column(column, justify="right" if column != "symbol" else "left")
     for symbol, held in status.positions.items():

@@ -4,9 +4,9 @@ Holdings are a cash balance plus a quantity per symbol (``--holdings FILE``: JSO
 ``{"cash": 100000, "positions": {"AAPL": 120}}`` or CSV ``symbol,quantity`` with a ``CASH``
 row). The portfolio is valued at the decision bar's close; each order moves a symbol from
 its current quantity to ``weight x value / close``. The estimated cost is what the
-backtester charges at the fill: ``(cost_bps + slippage_bps) / 1e4`` of the traded notional,
-so an estimate here and a paper-trading fill agree. The fill itself is at the next open,
-so actual quantities differ from these by that bar's overnight move.
+backtester charges at the fill: ``(cost_bps + slippage_bps) / 1e4`` of the traded notional.
+It is an estimate: the fill is at the next open (quantities and notional move with that
+bar's overnight gap) and sizes positions on the value after costs.
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ class Holdings:
             raise InputError(f"--holdings {path}: no such file; give a JSON or CSV file of cash and quantities")
         if path.suffix.lower() == ".json":
             try:
-                raw = json.loads(path.read_text())
+                raw = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
                 raise DataValidationError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+            except UnicodeDecodeError:
+                raise DataValidationError(f"{path}: not UTF-8 text; save the holdings as UTF-8 JSON") from None
             return cls.from_json(raw, str(path))
         try:
             frame = pd.read_csv(path, dtype=str)

@@ -104,10 +104,16 @@ class _LiveInference(Inference):
     """:class:`Inference` over in-memory bars: the ``live`` split is ``start``..the last bar."""
 
     def __init__(
-        self, registry: ModelRegistry, params: Params, work_dir: Path, market: pd.DataFrame, start: pd.Timestamp
+        self,
+        registry: ModelRegistry,
+        params: Params,
+        work_dir: Path,
+        market: pd.DataFrame,
+        start: pd.Timestamp,
+        pipelines: dict[Path, PreprocessingPipeline],
     ) -> None:
         super().__init__(registry, params, work_dir / "market.parquet", work_dir)
-        self.bars, self.start = market, start
+        self.bars, self.start, self.pipelines = market, start, pipelines
         times = market[TIMESTAMP].to_numpy()
         self.frequency = infer_frequency(times, params.splits.train, params.data.periods_per_year)
         self._features: dict[str, tuple[pd.DataFrame, list[str]]] = {}
@@ -116,7 +122,9 @@ class _LiveInference(Inference):
     def data(self, cnn_lstm_dir: Path, split: str, with_embeddings: bool = True) -> SplitData:
         key = str(cnn_lstm_dir)
         if key not in self._features:
-            pipeline = load_preprocessor(cnn_lstm_dir, self.params)
+            pipeline = self.pipelines.get(load_preprocessor_dir(cnn_lstm_dir)) or load_preprocessor(
+                cnn_lstm_dir, self.params
+            )
             frame = pipeline.transform(self.bars)
             frame = frame.sort_values([SYMBOL, TIMESTAMP], kind="stable").reset_index(drop=True)
             frame.insert(2, SPLIT, np.where(frame[TIMESTAMP] >= self.start, LIVE, HISTORY))
@@ -167,7 +175,15 @@ class Predictor:
         self._tmp = tempfile.TemporaryDirectory(prefix="trade-agent-predict-")
         self.work_dir = Path(self._tmp.name)
         self._restorer = Inference(self.registry, self.params, self.work_dir / "market.parquet", self.work_dir)
-        self.inputs = self._inputs(self.entry)  # restores (and so verifies) the whole lineage now
+        try:
+            self.inputs = self._inputs(self.entry)  # restores (and so verifies) the whole lineage now
+            # Loaded (checksums verified) once, reused by every prediction.
+            self.pipelines = {
+                d: load_preprocessor(d.parent.parent, self.params) for d in self.inputs.preprocessors.values()
+            }
+        except BaseException:
+            self._tmp.cleanup()
+            raise
         self._lock = threading.Lock()  # one prediction at a time: torch state and the work dir are shared
 
     @property
@@ -277,7 +293,7 @@ class Predictor:
             if isinstance(bars, pd.DataFrame) and _validated(bars)
             else bars_from_records(bars, self.params, source)
         )
-        market, decision_bar = self._checked(market, as_of, source)
+        market, decision_bar = self.check_bars(market, as_of, source)
         track_start = self.track_start(market, start, source)
         with self._lock:
             use_threads(self.params.rl.common.threads)
@@ -308,13 +324,18 @@ class Predictor:
     def positions(self, market: pd.DataFrame, start: pd.Timestamp) -> Positions:
         """The model's targets at every bar from ``start`` to the last bar of ``market``, the last
         one included: the same replay :meth:`predict` reports the end of (paper trading uses all)."""
-        live = _LiveInference(self.registry, self.params, self.work_dir, market, start)
+        live = _LiveInference(self.registry, self.params, self.work_dir, market, start, self.pipelines)
         live.restore = self._restorer.restore  # type: ignore[method-assign]  # the verified copies
         return live.positions(self.model_id, LIVE, decide_last=True)
 
-    def _checked(
+    def check_bars(
         self, market: pd.DataFrame, as_of: str | pd.Timestamp | None, source: str
     ) -> tuple[pd.DataFrame, pd.Timestamp]:
+        """The bars up to ``as_of`` and the bar decided on, after every check of the module docstring.
+
+        Raises:
+            InputError / SchemaError / InsufficientDataError: one line naming the fix.
+        """
         symbols = sorted(market[SYMBOL].unique().tolist())
         trained = self.inputs.symbols
         unknown = [s for s in symbols if s not in trained]

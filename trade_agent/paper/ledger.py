@@ -3,7 +3,8 @@
 Tables (one row per bar, or per bar and symbol; timestamps as ISO text):
 
 - ``account``: name, starting cash, the execution settings fills use (``cost_bps``,
-  ``slippage_bps``, ``max_leverage``), the symbols, the schema version;
+  ``slippage_bps``, ``max_leverage``), the symbols, the bars per year of the data it was
+  opened on (what ``paper report`` annualises with, as the backtester would), the schema version;
 - ``models``: which model decides from which bar on (a switch adds a row), and where its
   own track starts;
 - ``bars``: per processed bar, the model that decided at its close, cash after the fill,
@@ -21,8 +22,10 @@ the file is untrusted: values are type-checked and nothing in it is executed or 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,7 @@ class AccountInfo:
     slippage_bps: float
     max_leverage: float
     symbols: list[str]
+    periods_per_year: float  # of the bars the account was opened on: what its report annualises with
 
 
 @dataclass(frozen=True)
@@ -126,25 +130,42 @@ class Ledger:
         self.path, self.connection = path, connection
 
     @classmethod
-    def create(cls, path: Path, info: AccountInfo) -> Ledger:
-        """A new account file, written under a temporary name and renamed into place."""
+    def create(
+        cls, path: Path, info: AccountInfo, first: BarRecord, before_commit: Callable[[], None] | None = None
+    ) -> Ledger:
+        """A new account holding its first bar, built under a temporary name and linked into place
+        (so the file never exists without a bar, and two first runs cannot both create it).
+
+        Raises:
+            InputError: the account appeared meanwhile (another run created it).
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.unlink(missing_ok=True)
-        with closing(sqlite3.connect(tmp)) as connection:
-            connection.executescript(SCHEMA)
-            values = {
-                "name": info.name,
-                "cash": repr(info.cash),
-                "cost_bps": repr(info.cost_bps),
-                "slippage_bps": repr(info.slippage_bps),
-                "max_leverage": repr(info.max_leverage),
-                "symbols": json.dumps(info.symbols),
-                "schema_version": str(SCHEMA_VERSION),
-            }
-            with connection:
-                connection.executemany("INSERT INTO account VALUES (?, ?)", sorted(values.items()))
-        tmp.rename(path)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        tmp = Path(name)
+        try:
+            with closing(sqlite3.connect(tmp, isolation_level=None)) as connection:
+                connection.executescript(SCHEMA)
+                values = {
+                    "name": info.name,
+                    "cash": repr(info.cash),
+                    "cost_bps": repr(info.cost_bps),
+                    "slippage_bps": repr(info.slippage_bps),
+                    "max_leverage": repr(info.max_leverage),
+                    "symbols": json.dumps(info.symbols),
+                    "periods_per_year": repr(info.periods_per_year),
+                    "schema_version": str(SCHEMA_VERSION),
+                }
+                staging = cls(tmp, connection)
+                with staging.transaction() as db:
+                    db.executemany("INSERT INTO account VALUES (?, ?)", sorted(values.items()))
+                staging.write_bar(first, None, before_commit)
+            try:
+                os.link(tmp, path)  # fails if the account exists: never replaces one
+            except FileExistsError:
+                raise InputError(f"{path}: another paper run created this account meanwhile; run again") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         return cls.open(path)
 
     @classmethod
@@ -189,6 +210,7 @@ class Ledger:
                 float(raw["slippage_bps"]),
                 float(raw["max_leverage"]),
                 symbols,
+                float(raw["periods_per_year"]),
             )
         except (KeyError, ValueError, json.JSONDecodeError) as exc:
             raise DataSourceError(f"{self.path}: the account table is damaged ({exc})") from None
@@ -203,10 +225,15 @@ class Ledger:
         ).fetchone()
         if row is None:
             return None
-        timestamp = str(row[0])
-        quantities = self._by_symbol("SELECT symbol, quantity FROM positions WHERE timestamp = ?", timestamp)
-        targets = self._by_symbol("SELECT symbol, weight FROM targets WHERE timestamp = ?", timestamp)
-        return BarState(timestamp, str(row[1]), float(row[2]), float(row[3]), quantities, targets)
+        try:
+            timestamp = str(row[0])
+            quantities = self._by_symbol("SELECT symbol, quantity FROM positions WHERE timestamp = ?", timestamp)
+            targets = self._by_symbol("SELECT symbol, weight FROM targets WHERE timestamp = ?", timestamp)
+            return BarState(timestamp, str(row[1]), float(row[2]), float(row[3]), quantities, targets)
+        except (TypeError, ValueError) as exc:
+            raise DataSourceError(
+                f"{self.path}: the last bar's rows are damaged ({exc}); start a new account"
+            ) from None
 
     def _by_symbol(self, query: str, timestamp: str) -> dict[str, float]:
         return {str(s): float(v) for s, v in self.connection.execute(query, (timestamp,))}
@@ -242,30 +269,45 @@ class Ledger:
             raise
         self.connection.execute("COMMIT")
 
-    def write_bar(self, record: BarRecord, before_commit: Any = None) -> None:
-        """All of one bar's rows in one transaction (``before_commit``: a test's fault hook)."""
+    def write_bar(
+        self, record: BarRecord, previous: str | None, before_commit: Callable[[], None] | None = None
+    ) -> None:
+        """All of one bar's rows in one transaction, appended after bar ``previous`` (checked inside
+        the transaction, so a concurrent run cannot interleave); ``before_commit``: a fault hook.
+
+        Raises:
+            InputError: another run wrote this account meanwhile, or holds it locked.
+        """
+        try:
+            with self.transaction() as db:
+                newest = db.execute("SELECT timestamp FROM bars ORDER BY seq DESC LIMIT 1").fetchone()
+                if (newest[0] if newest else None) != previous:
+                    raise InputError(f"{self.path}: another paper run wrote this account meanwhile; run again")
+                self._insert(db, record)
+                if before_commit is not None:
+                    before_commit()
+        except sqlite3.OperationalError as exc:
+            raise InputError(f"{self.path}: {exc} (another paper run is writing it); run again later") from None
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, record: BarRecord) -> None:
         t = record.timestamp
-        with self.transaction() as db:
-            if record.new_segment is not None:
-                s = record.new_segment
-                db.execute(
-                    "INSERT INTO models (model_id, from_timestamp, track_start) VALUES (?, ?, ?)",
-                    (s.model_id, s.from_timestamp, s.track_start),
-                )
+        if record.new_segment is not None:
+            s = record.new_segment
             db.execute(
-                "INSERT INTO bars (timestamp, model_id, cash, equity, bar_return, turnover, cost) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (t, record.model_id, record.cash, record.equity, record.bar_return, record.turnover, record.cost),
+                "INSERT INTO models (model_id, from_timestamp, track_start) VALUES (?, ?, ?)",
+                (s.model_id, s.from_timestamp, s.track_start),
             )
-            db.executemany(
-                "INSERT INTO prices VALUES (?, ?, ?, ?)", [(t, s, o, c) for s, (o, c) in record.prices.items()]
-            )
-            db.executemany(
-                "INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?)", [(t, s, *fill) for s, fill in record.fills.items()]
-            )
-            db.executemany(
-                "INSERT INTO positions VALUES (?, ?, ?, ?)", [(t, s, *held) for s, held in record.positions.items()]
-            )
-            db.executemany("INSERT INTO targets VALUES (?, ?, ?)", [(t, s, w) for s, w in record.targets.items()])
-            if before_commit is not None:
-                before_commit()
+        db.execute(
+            "INSERT INTO bars (timestamp, model_id, cash, equity, bar_return, turnover, cost) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (t, record.model_id, record.cash, record.equity, record.bar_return, record.turnover, record.cost),
+        )
+        db.executemany("INSERT INTO prices VALUES (?, ?, ?, ?)", [(t, s, o, c) for s, (o, c) in record.prices.items()])
+        db.executemany(
+            "INSERT INTO fills VALUES (?, ?, ?, ?, ?, ?)", [(t, s, *fill) for s, fill in record.fills.items()]
+        )
+        db.executemany(
+            "INSERT INTO positions VALUES (?, ?, ?, ?)", [(t, s, *held) for s, held in record.positions.items()]
+        )
+        db.executemany("INSERT INTO targets VALUES (?, ?, ?)", [(t, s, w) for s, w in record.targets.items()])

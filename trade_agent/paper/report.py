@@ -115,8 +115,8 @@ def account_report(ledger: Ledger, out_dir: Path) -> tuple[dict[str, Any], Path,
         raise InsufficientDataError(
             f"{ledger.path}: {len(series.times)} bars processed; a report needs at least 3 (run `paper run` on more)"
         )
-    frequency = infer_frequency(series.times.to_numpy(), 1.0)
-    periods = frequency.periods_per_year
+    periods = info.periods_per_year
+    interval = infer_frequency(series.times.to_numpy(), 1.0).bar_interval
     reference = backtest(
         series.targets[:-1],
         series.open,
@@ -148,10 +148,11 @@ def account_report(ledger: Ledger, out_dir: Path) -> tuple[dict[str, Any], Path,
         "models": [s.model_id for s in ledger.segments()],
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = out_dir / f"{info.name}.md"
-    png = out_dir / f"{info.name}.png"
+    name = ledger.path.stem  # the file's own name: the ledger's contents never choose a path
+    markdown = out_dir / f"{name}.md"
+    png = out_dir / f"{name}.png"
     with atomic_path(markdown) as tmp:
-        tmp.write_text(_markdown(summary, frequency.note()))
+        tmp.write_text(_markdown(summary, f"annualised with {periods:.0f} bars/year of {interval} bars"))
     _plot(series, reference.equity * info.cash, png, info.name)
     return summary, markdown, png
 

@@ -106,71 +106,86 @@ def run_paper(
     if not np.isfinite(cash) or cash <= 0:
         raise InputError(f"--cash {cash}: give a positive amount")
     with Predictor(model_id, registry, params) as predictor:
-        bars = predictor.load_bars(data)
-        times = pd.DatetimeIndex(np.sort(bars[TIMESTAMP].unique()))
-        ledger = Ledger.open(path) if path.is_file() else None
-        try:
-            return _run(predictor, bars, times, ledger, path, account, cash, start, data)
-        finally:
-            if ledger is not None:
-                ledger.close()
+        bars, _ = predictor.check_bars(predictor.load_bars(data), None, data)  # symbols, interval, history
+        if not path.is_file():
+            return _run(predictor, bars, None, path, cash, start, data)
+        with Ledger.open(path) as ledger:
+            if start is not None and ledger.last_bar() is not None:
+                raise InputError(f"--start: account {path.stem} already runs; drop --start to continue it")
+            return _run(predictor, bars, ledger, path, cash, start, data)
 
 
 def _run(
     predictor: Predictor,
     bars: pd.DataFrame,
-    times: pd.DatetimeIndex,
     ledger: Ledger | None,
     path: Path,
-    account: str,
     cash: float,
     start: str | None,
     data: str,
 ) -> RunSummary:
+    times = pd.DatetimeIndex(np.sort(bars[TIMESTAMP].unique()))
     last = ledger.last_bar() if ledger is not None else None
     segments = ledger.segments() if ledger is not None else []
-    if last is not None and start is not None:
-        raise InputError(f"--start: account {account} already runs since {segments[0].from_timestamp}; drop --start")
     if last is None:
-        first = predictor.track_start(bars, start, data)
-        new = times[times >= first]
-        track_start, switched_from = first, None
+        track_start, switched_from = predictor.track_start(bars, start, data), None
+        new = times[times >= track_start]
     else:
         _check_continuity(ledger, last, bars, data)  # type: ignore[arg-type]
         new = times[times > pd.Timestamp(last.timestamp)]
         current = segments[-1]
         if current.model_id == predictor.model_id:
             track_start, switched_from = pd.Timestamp(current.track_start), None
-        else:
+        else:  # a switch: the new model's own track starts flat at the account's last bar
             track_start, switched_from = pd.Timestamp(last.timestamp), current.model_id
     if len(new) == 0:  # nothing to do: the file is not even opened for writing
-        equity = last.equity if last is not None else None
-        return RunSummary(path, predictor.model_id, 0, None, None, equity, None)
-    if track_start not in times:
+        return RunSummary(path, predictor.model_id, 0, None, None, last.equity if last else None, None)
+    if track_start < times[0]:
         raise InputError(
-            f"{data}: the bars start at {times[0]}, after this account's model track start {track_start}; "
+            f"{data}: the bars start at {times[0]}, after {track_start}, where this account's model track starts; "
             "pass the full history (the model's features use every bar since)"
         )
+    predictor.track_start(bars, track_start, data)  # enough warm-up before it, or one line naming the range
     positions = predictor.positions(bars, track_start)
     row_of = {t: i for i, t in enumerate(positions.times)}
     symbols = positions.symbols
-    if ledger is None:
-        common = positions.common
-        info = AccountInfo(path.stem, cash, common.cost_bps, common.slippage_bps, common.max_leverage, symbols)
-        ledger = Ledger.create(path, info)
-    try:
-        info = ledger.info()
-        if info.symbols != symbols:
+    if last is not None and switched_from is None:
+        # The replay must reproduce what the account decided at its last bar: a file with other
+        # history (revised, gaps, a later first bar) would give other features, so other decisions.
+        again = positions.weights[row_of[pd.Timestamp(last.timestamp)]]
+        before = np.array([last.targets.get(s, np.nan) for s in symbols])
+        if not np.allclose(again, before, rtol=0.0, atol=1e-9):
             raise InputError(
-                f"{data}: symbols {', '.join(symbols)}; account {account} trades {', '.join(info.symbols)}"
+                f"{data}: replayed on these bars, {predictor.model_id} decides {np.round(again, 6).tolist()} at "
+                f"{last.timestamp} where the account recorded {np.round(before, 6).tolist()}: the history before "
+                "it differs from the account's; pass the same full history the account was run on"
             )
-        rate = (info.cost_bps + info.slippage_bps) / 1e4
-        targets = cap_leverage(positions.weights, info.max_leverage)
-        segment = None
-        if not segments or switched_from is not None:
-            segment = ModelSegment(predictor.model_id, str(new[0]), str(track_start))
-        state = last
-        equity = last.equity if last is not None else info.cash
+    common = positions.common
+    info = (
+        ledger.info()
+        if ledger is not None
+        else AccountInfo(
+            path.stem,
+            cash,
+            common.cost_bps,
+            common.slippage_bps,
+            common.max_leverage,
+            symbols,
+            positions.frequency.periods_per_year,
+        )
+    )
+    if info.symbols != symbols:
+        raise InputError(
+            f"{data}: symbols {', '.join(symbols)}; account {path.stem} trades {', '.join(info.symbols)}: "
+            "pass bars of those symbols or start a new account"
+        )
+    rate = (info.cost_bps + info.slippage_bps) / 1e4
+    targets = cap_leverage(positions.weights, info.max_leverage)
+    segment = None
+    if not segments or switched_from is not None:
+        segment = ModelSegment(predictor.model_id, str(new[0]), str(track_start))
+    state, equity = last, last.equity if last is not None else info.cash
+    try:
         for n, t in enumerate(new, 1):
             k = row_of[t]
             open_ = dict(zip(symbols, positions.open[k].tolist(), strict=True))
@@ -199,12 +214,16 @@ def _run(
                 targets=decided,
                 new_segment=segment if n == 1 else None,
             )
-            ledger.write_bar(record, before_commit=lambda n=n: before_paper_commit(n))
+            hook = lambda n=n: before_paper_commit(n)  # noqa: E731
+            if ledger is None:  # a new account: its file appears with its first bar, or not at all
+                ledger = Ledger.create(path, info, record, before_commit=hook)
+            else:
+                ledger.write_bar(record, state.timestamp if state is not None else None, before_commit=hook)
             state = BarState(str(t), predictor.model_id, cash_now, equity, quantities, decided)
-        return RunSummary(path, predictor.model_id, len(new), str(new[0]), str(new[-1]), equity, switched_from)
     finally:
         if ledger is not None and last is None:
             ledger.close()
+    return RunSummary(path, predictor.model_id, len(new), str(new[0]), str(new[-1]), equity, switched_from)
 
 
 def _check_continuity(ledger: Ledger, last: BarState, bars: pd.DataFrame, data: str) -> None:

@@ -18,13 +18,14 @@ a body that is not JSON or not of this shape gets 422 with one line saying so.
 import logging
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from trade_agent.config import Params
-from trade_agent.errors import InputError
+from trade_agent.errors import InputError, TradeAgentError
 from trade_agent.inference import Holdings, Predictor
 from trade_agent.registry import ModelRegistry
 
@@ -107,6 +108,17 @@ def create_app(predictors: list[Predictor]) -> FastAPI:
     async def refused(_: Request, error: InputError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": " ".join(str(error).split())})
 
+    @app.exception_handler(TradeAgentError)
+    async def failed(_: Request, error: TradeAgentError) -> JSONResponse:
+        log.error("prediction failed: %s", error)
+        return JSONResponse(status_code=500, content={"detail": " ".join(str(error).split())})
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, error: Exception) -> JSONResponse:
+        log.exception("prediction crashed")
+        detail = f"unexpected {type(error).__name__}: {' '.join(str(error).split())}; see the server log"
+        return JSONResponse(status_code=500, content={"detail": detail})
+
     def answer(predictor: Predictor, request: PredictRequest) -> dict[str, Any]:
         holdings = Holdings.from_json(request.holdings, f"{BODY}: holdings") if request.holdings is not None else None
         return predictor.predict(request.bars, request.as_of, holdings, request.start, source=BODY).to_json()
@@ -117,7 +129,7 @@ def create_app(predictors: list[Predictor]) -> FastAPI:
         return by_id[model_id]
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", "models": list(by_id)}
 
     @app.get("/model")
@@ -125,7 +137,7 @@ def create_app(predictors: list[Predictor]) -> FastAPI:
         return model_card(default)
 
     @app.get("/models")
-    def models() -> dict[str, Any]:
+    async def models() -> dict[str, Any]:
         return {"models": list(by_id), "default": default.model_id}
 
     @app.get("/models/{model_id}")
@@ -148,15 +160,21 @@ def load_predictors(model_ids: list[str], params: Params) -> list[Predictor]:
     if not model_ids:
         raise InputError("--model: give at least one registered model id")
     registry = ModelRegistry("models", grading=params.grading)
-    predictors = [Predictor(m, registry, params) for m in model_ids]
-    if len({p.model_id for p in predictors}) != len(predictors):
-        raise InputError("--model: the same model is given twice")
+    predictors: list[Predictor] = []
+    try:
+        for model_id in model_ids:
+            predictors.append(Predictor(model_id, registry, params))
+        if len({p.model_id for p in predictors}) != len(predictors):
+            raise InputError("--model: the same model is given twice; give each once")
+    except BaseException:
+        for predictor in predictors:
+            predictor.close()
+        raise
     return predictors
 
 
 def run_server(model_ids: list[str], host: str, port: int, params: Params) -> None:
     """Load, verify, then serve until interrupted."""
-    import uvicorn
 
     predictors = load_predictors(model_ids, params)
     app = create_app(predictors)
