@@ -143,6 +143,18 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
 
 
+def trade_agent_cli(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``trade-agent ARGS`` run in ``repo`` as a user would (a fresh process, output captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", "trade_agent.cli", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
 @pytest.fixture(scope="session")
 def dvc_template(tmp_path_factory: pytest.TempPathFactory, _isolated_environment: None) -> Path:
     """A committed git + DVC repo with this project's pipeline and tiny params (built once)."""

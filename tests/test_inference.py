@@ -5,15 +5,13 @@ type, and each refusal names its fix."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import trade_agent_cli
 from trade_agent.config import load_params
 from trade_agent.errors import InputError, InsufficientDataError, SchemaError
 from trade_agent.evaluation.inference import Inference
@@ -70,25 +68,17 @@ def test_predict_cli_json_equals_the_api_and_orders_follow_the_holdings(dvc_repo
     holdings = dvc_repo / "holdings.json"
     symbols = sorted(pd.read_parquet(market)["symbol"].unique())
     holdings.write_text(json.dumps({"cash": 50_000.0, "positions": {symbols[0]: 100.0}}))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trade_agent.cli",
-            "predict",
-            "--model",
-            ids["ensemble"],
-            "--data",
-            str(market),
-            "--holdings",
-            str(holdings),
-            "--json",
-        ],
-        cwd=dvc_repo,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    result = trade_agent_cli(
+        dvc_repo,
+        "predict",
+        "--model",
+        ids["ensemble"],
+        "--data",
+        str(market),
+        "--holdings",
+        str(holdings),
+        "--json",
+        env={"OMP_NUM_THREADS": "2"},
     )
     assert result.returncode == 0, result.stderr
     cli = json.loads(result.stdout)
@@ -156,23 +146,15 @@ def test_every_refusal_is_one_line_naming_the_fix(dvc_repo: Path, tmp_path: Path
         with pytest.raises(InputError, match=r"--start .* the model's track can start from"):
             predictor.predict(market, start=str(times[0]))
     # And from the command line: exit 2, one line, no traceback.
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trade_agent.cli",
-            "predict",
-            "--model",
-            ids["ppo"],
-            "--data",
-            str(dvc_repo / "data" / "prepared" / "market.parquet"),
-            "--as-of",
-            "1999-01-01",
-        ],
-        cwd=dvc_repo,
-        capture_output=True,
-        text=True,
-        check=False,
+    result = trade_agent_cli(
+        dvc_repo,
+        "predict",
+        "--model",
+        ids["ppo"],
+        "--data",
+        str(dvc_repo / "data" / "prepared" / "market.parquet"),
+        "--as-of",
+        "1999-01-01",
     )
     assert result.returncode == 2
     assert "outside the data" in result.stderr and "Traceback" not in result.stderr

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import trade_agent_cli
 from tests.test_inference import registered
 from trade_agent.config import load_params
 from trade_agent.errors import InputError
@@ -35,17 +33,6 @@ def ledger_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def cli(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trade_agent.cli", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture
@@ -117,21 +104,21 @@ def test_a_sigkill_inside_a_bar_then_a_rerun_gives_the_uninterrupted_ledger(dvc_
     times, model_id = info["times"], info["model_id"]
     whole = upto(times[-1], "whole")
     args = ["paper", "run", "--model", model_id, "--data", whole, "--start", str(times[0])]
-    killed = cli(dvc_repo, *args, "--account", "killed", env={"TRADE_AGENT_FAULTS": "kill_in_paper_bar=7"})
+    killed = trade_agent_cli(dvc_repo, *args, "--account", "killed", env={"TRADE_AGENT_FAULTS": "kill_in_paper_bar=7"})
     assert killed.returncode == -9, killed.stderr
     path = dvc_repo / "paper" / "killed.sqlite"
     with Ledger.open(path) as ledger:
         assert len(ledger.bars()) == 6  # bar 7's rows were written but never committed
         assert len(ledger.table("targets")) == 6 * len(ledger.info().symbols)
-    resumed = cli(dvc_repo, "paper", "run", "--model", model_id, "--data", whole, "--account", "killed")
+    resumed = trade_agent_cli(dvc_repo, "paper", "run", "--model", model_id, "--data", whole, "--account", "killed")
     assert resumed.returncode == 0, resumed.stderr
-    clean = cli(dvc_repo, *args, "--account", "clean")
+    clean = trade_agent_cli(dvc_repo, *args, "--account", "clean")
     assert clean.returncode == 0, clean.stderr
     a, b = ledger_rows(path), ledger_rows(dvc_repo / "paper" / "clean.sqlite")
     assert a["account"] == [r if r[0] != "name" else ("name", "killed") for r in b["account"]]
     for table in TABLES[1:]:
         assert a[table] == b[table], table
-    status = cli(dvc_repo, "paper", "status", "killed", "--json")
+    status = trade_agent_cli(dvc_repo, "paper", "status", "killed", "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["bars"] == len(times)
 

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.conftest import trade_agent_cli
 from tests.test_inference import registered
 from trade_agent.registry import ModelRegistry
 
@@ -87,24 +88,7 @@ def bars_json(repo: Path) -> list[dict[str, Any]]:
 
 
 def cli_predict(repo: Path, model_id: str, data: Path, *extra: str) -> dict[str, Any]:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trade_agent.cli",
-            "predict",
-            "--model",
-            model_id,
-            "--data",
-            str(data),
-            "--json",
-            *extra,
-        ],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = trade_agent_cli(repo, "predict", "--model", model_id, "--data", str(data), "--json", *extra)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -133,7 +117,6 @@ def test_predict_over_http_equals_the_cli_and_bad_input_gets_422(server, dvc_rep
 
     cut = sorted({b["timestamp"] for b in bars})[: card["bars_needed"] - 1]
     short = [b for b in bars if b["timestamp"] in cut]
-    [dict(b, close="abc") if i == 3 else b for i, b in enumerate(bars)]
     refusals = {
         "not json": call(f"{url}/predict", raw=b"{bars: ["),
         "no bars key": call(f"{url}/predict", {"rows": bars}),
@@ -150,24 +133,7 @@ def test_predict_over_http_equals_the_cli_and_bad_input_gets_422(server, dvc_rep
     assert "bars: Field required" in refusals["no bars key"][1]["detail"]
     assert "column 'close', bar 4" in refusals["bad price"][1]["detail"]
     assert f"needs at least {card['bars_needed']} per symbol" in refusals["short"][1]["detail"]
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trade_agent.cli",
-            "predict",
-            "--model",
-            ids["ensemble"],
-            "--data",
-            str(data),
-            "--as-of",
-            "1990-01-01",
-        ],
-        cwd=dvc_repo,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    cli = trade_agent_cli(dvc_repo, "predict", "--model", ids["ensemble"], "--data", str(data), "--as-of", "1990-01-01")
     assert refusals["as_of"][1]["detail"].replace("request body", str(data)) in " ".join(cli.stderr.split())
     assert call(f"{url}/models/nope/predict", {"bars": bars})[0] == 404
     with urllib.request.urlopen(f"{url}/docs", timeout=30) as response:
