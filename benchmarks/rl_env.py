@@ -1,14 +1,20 @@
 """Stage-2 environment benchmarks (``make bench``; ratios measured in the same run).
 
 1. Single-asset raw env steps/s: :class:`PortfolioEnv` against gym-anytrading's
-   ``stocks-v0`` (``StocksEnv``) on the same prices, same window, random actions. Both
-   unwrapped (no ``gym.make`` checker wrappers).
+   ``stocks-v0`` (``StocksEnv``) on the same prices, same window, random actions (drawn
+   before the clock starts). Both unwrapped (no ``gym.make`` checker wrappers).
 2. Env-steps/s of the native :class:`VecPortfolioEnv` at 64 envs against 64 ``StocksEnv``
    in SB3's ``DummyVecEnv`` (how one would vectorise it), and against 64 of our own
    single envs in ``DummyVecEnv``.
 3. SB3 PPO steps/s on the default stage-2 observation (4 assets, window 10, 35 features
    + embedding context) against an env that returns a constant observation of the same
-   shape: the share of PPO's time the environment costs.
+   shape: the share of PPO's time the environment costs. One torch thread (the thread plan
+   for SB3 policies), restored afterwards.
+
+Every comparison alternates ours and the baseline run by run (the first of each pair
+alternates too), ``PAIRS`` pairs, and prints the median pair: the one whose ratio is the
+median of the pair ratios, so background load that changes during the benchmark hits
+both sides alike and the printed rates divide to the printed ratio.
 
 gym-anytrading is a benchmark-only dependency (``pip install -e .[bench]``).
 """
@@ -16,10 +22,12 @@ gym-anytrading is a benchmark-only dependency (``pip install -e .[bench]``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
@@ -29,6 +37,27 @@ from trade_agent.market.simulator import MarketPanel, SimulatorConfig
 from trade_agent.market.trading_env import PortfolioEnv, VecPortfolioEnv
 
 WINDOW = 10
+PAIRS = 9  # alternated runs of ours and the baseline per comparison (odd: one median pair)
+
+
+def alternated(runs: Sequence[Callable[[], float]], pairs: int = PAIRS) -> tuple[list[float], list[list[float]]]:
+    """Rates of ``runs`` (ours first, then the baselines) measured in ``pairs`` rounds, the
+    order reversed every other round; returns the median round (by ours / first baseline)
+    and every round."""
+    rounds = []
+    for k in range(pairs):
+        order = range(len(runs)) if k % 2 == 0 else reversed(range(len(runs)))
+        rates = [0.0] * len(runs)
+        for i in order:
+            rates[i] = runs[i]()
+        rounds.append(rates)
+    ranked = sorted(rounds, key=lambda r: r[0] / r[1])
+    return ranked[(len(ranked) - 1) // 2], rounds
+
+
+def _spread(rounds: list[list[float]]) -> str:
+    ratios = [r[0] / r[1] for r in rounds]
+    return f"median of {len(ratios)} alternated pairs; pair ratios {min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def _prices(n_bars: int) -> pd.DataFrame:
@@ -55,14 +84,15 @@ def _anytrading(bars: pd.DataFrame) -> Any:
     return StocksEnv(df=frame, window_size=WINDOW, frame_bound=(WINDOW, len(frame)))
 
 
-def _steps_per_second(env: Any, steps: int, sample: Any) -> float:
+def _steps_per_second(env: Any, actions: Sequence[Any]) -> float:
+    """Steps/s over ``actions`` (drawn beforehand: drawing them is not the env's time)."""
     env.reset(seed=0)
     started = time.perf_counter()
-    for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(sample())
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
         if terminated or truncated:
             env.reset()
-    return steps / (time.perf_counter() - started)
+    return len(actions) / (time.perf_counter() - started)
 
 
 def _vec_steps_per_second(env: VecEnv, steps: int) -> float:
@@ -73,7 +103,7 @@ def _vec_steps_per_second(env: VecEnv, steps: int) -> float:
     if hasattr(space, "n"):
         actions = rng.integers(0, space.n, (steps, env.num_envs))
     else:
-        actions = rng.uniform(-1, 1, (steps, env.num_envs, *space.shape)).astype(np.float32)
+        actions = rng.uniform(-1, 1, (steps, env.num_envs, *(space.shape or ()))).astype(np.float32)
     started = time.perf_counter()
     for k in range(steps):
         env.step(actions[k])
@@ -92,27 +122,33 @@ def bench_env(n_bars: int, steps: int, n_envs: int) -> None:
     ours = PortfolioEnv(panel, config)
     theirs = _anytrading(bars)
     rng = np.random.default_rng(0)
-    fast = max(_steps_per_second(ours, steps, lambda: rng.uniform(-1, 1, 1).astype(np.float32)) for _ in range(3))
-    slow = max(_steps_per_second(theirs, steps, lambda: int(rng.integers(0, 2))) for _ in range(3))
+    weights = list(rng.uniform(-1, 1, (steps, 1)).astype(np.float32))  # (1,) arrays, as a policy gives
+    buy_sell = rng.integers(0, 2, steps).tolist()
+    (fast, slow), rounds = alternated(
+        [lambda: _steps_per_second(ours, weights), lambda: _steps_per_second(theirs, buy_sell)]
+    )
     print(f"env: one asset, {n_bars:,} bars, window {WINDOW}, random actions, {steps:,} steps")
     print(f"  trade-agent PortfolioEnv:      {fast:12,.0f} steps/s")
     print(f"  gym-anytrading stocks-v0:      {slow:12,.0f} steps/s")
-    print(f"  ratio (ours / gym-anytrading): {fast / slow:7.2f}x")
+    print(f"  ratio (ours / gym-anytrading): {fast / slow:7.2f}x  ({_spread(rounds)})")
 
     vec_steps = max(steps // n_envs, 200)
     short = SimulatorConfig(window=WINDOW, cost_bps=5.0, slippage_bps=2.0, episode_length=256)
-    native = max(
-        _vec_steps_per_second(VecPortfolioEnv(panel, short, n_envs=n_envs, seed=0), vec_steps) for _ in range(3)
-    )
+    vec = VecPortfolioEnv(panel, short, n_envs=n_envs, seed=0)
     dummy_theirs = DummyVecEnv([lambda: _anytrading(bars)] * n_envs)
     dummy_ours = DummyVecEnv([lambda: PortfolioEnv(panel, short, random_start=True)] * n_envs)
-    baseline = max(_vec_steps_per_second(dummy_theirs, vec_steps) for _ in range(3))
-    one_by_one = max(_vec_steps_per_second(dummy_ours, vec_steps) for _ in range(3))
+    (native, baseline, one_by_one), rounds = alternated(
+        [
+            lambda: _vec_steps_per_second(vec, vec_steps),
+            lambda: _vec_steps_per_second(dummy_theirs, vec_steps),
+            lambda: _vec_steps_per_second(dummy_ours, vec_steps),
+        ]
+    )
     print(f"vec env: {n_envs} envs, {vec_steps:,} vector steps")
     print(f"  trade-agent VecPortfolioEnv:              {native:12,.0f} env-steps/s")
     print(f"  DummyVecEnv of gym-anytrading stocks-v0:  {baseline:12,.0f} env-steps/s")
     print(f"  DummyVecEnv of our PortfolioEnv:          {one_by_one:12,.0f} env-steps/s")
-    print(f"  ratio (native / gym-anytrading):          {native / baseline:7.2f}x")
+    print(f"  ratio (native / gym-anytrading):          {native / baseline:7.2f}x  ({_spread(rounds)})")
 
 
 class ConstantVecEnv(VecEnv):
@@ -173,11 +209,19 @@ def bench_ppo(timesteps: int, n_assets: int = 4, n_features: int = 35, context: 
         model = PPO("MlpPolicy", env, n_steps=256, batch_size=256, n_epochs=5, seed=0, device="cpu")
         started = time.perf_counter()
         model.learn(timesteps)
-        return timesteps / (time.perf_counter() - started)
+        return model.num_timesteps / (time.perf_counter() - started)  # whole rollouts: >= timesteps
 
-    ours, trivial = max(speed(real) for _ in range(2)), max(speed(constant) for _ in range(2))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the thread plan for SB3 policies: one thread
+    try:
+        (ours, trivial), rounds = alternated([lambda: speed(real), lambda: speed(constant)])
+    finally:
+        torch.set_num_threads(threads)
     size = real.observation_space.shape[0]  # type: ignore[index]
     print(f"PPO: {timesteps:,} steps, 8 envs, {n_assets} assets x window {WINDOW} -> observation of {size}")
     print(f"  on VecPortfolioEnv:             {ours:10,.0f} steps/s")
     print(f"  on a constant-observation env:  {trivial:10,.0f} steps/s")
-    print(f"  ratio (real / constant):        {ours / trivial:7.2f}  (env share of PPO time {1 - ours / trivial:.0%})")
+    print(
+        f"  ratio (real / constant):        {ours / trivial:7.2f}  (env share of PPO time {1 - ours / trivial:.0%})"
+        f"  ({_spread(rounds)}, 1 torch thread)"
+    )

@@ -76,12 +76,19 @@ class PortfolioEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.sim.target_weights(_to_weights(action, self.discrete))
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        reward, done, info = self.sim.step(_to_weights(action, self.discrete))
-        return self.sim.observe(), reward, done, False, {**info, "t": self.sim.t}
+        sim = self.sim
+        obs, reward, done, info = sim.step_observe(_to_weights(action, True) if self.discrete else action)
+        info["t"] = sim.t  # a fresh dict each step
+        return obs, reward, done, False, info
 
 
 class VecPortfolioEnv(VecEnv):
     """``n_envs`` portfolios stepped together (SB3 ``VecEnv``, auto-reset on episode end).
+
+    Each step's infos hold SB3's keys only: ``TimeLimit.truncated`` (False: an episode's end
+    is terminal) and, at an episode's end, ``terminal_observation``. The step's details
+    (``cost``, ``turnover``, ``growth``, ``portfolio_value``, ``target``: row i is
+    sub-env i, before any reset) are the arrays in :attr:`details`.
 
     Args:
         starts: fixed start bar per sub-env (deterministic), or None to draw them.
@@ -101,11 +108,20 @@ class VecPortfolioEnv(VecEnv):
         self.sim = PortfolioSimulator(panel, config, n_envs)
         self.random_start, self.discrete = random_start, discrete
         self.fixed_starts = np.asarray(starts, dtype=np.int64) if starts is not None else None
+        if self.fixed_starts is not None:
+            low, high = self.sim.first_start, self.sim.last_decision
+            if (
+                self.fixed_starts.shape != (n_envs,)
+                or not ((low <= self.fixed_starts) & (self.fixed_starts <= high)).all()
+            ):
+                raise ValueError(f"starts must be {n_envs} decision bars in {low}..{high}, not {list(starts or [])}")
         self.rng = np.random.default_rng(seed)
         observation, action = _spaces(self.sim, discrete)
         self.render_mode = None
         super().__init__(n_envs, observation, action)
         self._actions: np.ndarray | None = None
+        self._envs = range(n_envs)
+        self.details: dict[str, np.ndarray] = {}
 
     def _starts(self, envs: np.ndarray) -> np.ndarray:
         if self.fixed_starts is not None:
@@ -126,17 +142,19 @@ class VecPortfolioEnv(VecEnv):
 
     def step_wait(self) -> VecEnvStepReturn:
         assert self._actions is not None, "step_async must come first"
-        rewards, done, details = self.sim.step(_to_weights(self._actions, self.discrete))
+        rewards, done, self.details = self.sim.step(_to_weights(self._actions, self.discrete))
         observations = self.sim.observe()
-        infos: list[dict[str, Any]] = [
-            {k: v[i] for k, v in details.items()} | {"TimeLimit.truncated": False} for i in range(self.num_envs)
-        ]
-        finished = np.flatnonzero(done)
+        # SB3's keys only; the details stay arrays (``self.details``), not one dict per sub-env
+        infos: list[dict[str, Any]] = [{"TimeLimit.truncated": False} for _ in self._envs]
+        finished = done.nonzero()[0]
         if len(finished):
-            for i in finished:
-                infos[i]["terminal_observation"] = observations[i]
+            terminal = observations[finished]
+            for i, row in zip(finished.tolist(), terminal, strict=True):
+                infos[i]["terminal_observation"] = row
+            # the reset writes the restarted values into the state array these share
+            self.details["portfolio_value"] = self.details["portfolio_value"].copy()
             self.sim.reset(finished, self._starts(finished))
-            observations = self.sim.observe()
+            observations[finished] = self.sim.observe(finished)  # only the restarted rows change
         return observations, rewards.astype(np.float32), done, infos
 
     def close(self) -> None:
