@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trade_agent.config import load_params_or_defaults
 from trade_agent.inference import Predictor
 from trade_agent.paths import MARKET
-from trade_agent.threads import use_threads
+from trade_agent.threads import apply_thread_plan
 
 
 def _free_port() -> int:
@@ -54,7 +54,7 @@ def main() -> None:
     if not MARKET.is_file():
         raise SystemExit(f"{MARKET} not found: run `make run` first")
     params = load_params_or_defaults(None)
-    use_threads(params.rl.common.threads)
+    apply_thread_plan(params.base.threads, "policy")
     market = pd.read_parquet(MARKET)
     times = np.sort(market["timestamp"].unique())[-args.bars :]
     recent = market[market["timestamp"].isin(times)]

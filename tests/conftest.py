@@ -52,7 +52,6 @@ TINY_CNN_LSTM = {
     "attention_heads": 2,
     "epochs": 2,
     "batch_size": 64,
-    "threads": 1,
 }
 
 

@@ -17,7 +17,7 @@ from trade_agent.errors import InputError, InsufficientDataError, SchemaError
 from trade_agent.evaluation.inference import Inference
 from trade_agent.inference import Holdings, Predictor, predict
 from trade_agent.registry import ModelRegistry
-from trade_agent.threads import use_threads
+from trade_agent.threads import apply_thread_plan
 
 MODELS = {
     "cnn_lstm": "cnn_lstm",
@@ -40,7 +40,7 @@ def test_predict_at_a_test_bar_is_the_backtested_position_for_every_model_type(d
     """Inference (the registry's verified copies, the saved preprocessors, recomputed embeddings, one
     replay from the test split's first bar) decides after bar t what the backtest held after bar t."""
     params = load_params(dvc_repo / "params.yaml")
-    use_threads(params.rl.common.threads)
+    apply_thread_plan(params.base.threads, "policy")
     registry = ModelRegistry(dvc_repo / "models", grading=params.grading)
     market = dvc_repo / "data" / "prepared" / "market.parquet"
     backtest = Inference(registry, params, market, tmp_path / "backtest")

@@ -21,7 +21,7 @@ from trade_agent.paper.ledger import Ledger
 from trade_agent.paper.report import account_report, account_status
 from trade_agent.paper.trading import run_paper
 from trade_agent.registry import ModelRegistry
-from trade_agent.threads import use_threads
+from trade_agent.threads import apply_thread_plan
 
 TABLES = ("account", "models", "bars", "prices", "fills", "positions", "targets")
 
@@ -39,7 +39,7 @@ def digest(path: Path) -> str:
 def test_split(dvc_repo: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     """The ensemble's backtest on the test split, and the prepared bars cut at its last bar."""
     params = load_params(dvc_repo / "params.yaml")
-    use_threads(params.rl.common.threads)
+    apply_thread_plan(params.base.threads, "policy")
     registry = ModelRegistry(dvc_repo / "models", grading=params.grading)
     market = dvc_repo / "data" / "prepared" / "market.parquet"
     model_id = registered(dvc_repo)["ensemble"]

@@ -43,8 +43,8 @@ LEARNING = {
         "batch_size": 128,
         "patience": 3,
         "learning_rate": 0.003,
-        "threads": 2,
     },
+    "base": {"threads": 2},
 }
 
 
@@ -217,6 +217,14 @@ def test_cuda_fallback_is_loud_and_recorded(
     with pytest.raises(DeviceError, match="device 'cuda' requested but CUDA failed to initialise"):
         train_cnn_lstm(params_from_dict(raw), tiny_features_dir, tmp_path / "n", checkpoint_root=None)
     assert not (tmp_path / "n").exists()
+
+
+def test_a_gpu_index_beyond_the_visible_gpus_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_module, "_cuda_problem", lambda: None)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert str(select_device("cuda:1", fallback_to_cpu=True).device) == "cuda:1"
+    with pytest.raises(DeviceError, match=r"'cuda:2': this machine has 2 visible GPU\(s\) \(cuda:0\.\.cuda:1\)"):
+        select_device("cuda:2", fallback_to_cpu=True)  # a typo is not a reason to train on CPU
 
 
 def test_cuda_probe(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,7 +41,7 @@ from trade_agent.market.simulator import MarketPanel, SimulatorConfig
 from trade_agent.market.trading_env import VecPortfolioEnv
 from trade_agent.progress import Progress
 from trade_agent.registry import ModelRegistry
-from trade_agent.threads import use_threads
+from trade_agent.threads import apply_thread_plan, planned_threads
 
 log = logging.getLogger(__name__)
 Builder = Callable[[VecEnv], tuple[BaseAlgorithm, list[BaseCallback]]]
@@ -120,7 +120,7 @@ def train_agent(
         evaluate_test: ``False`` leaves the test split untouched (hyperparameter search).
     """
     started = time.perf_counter()
-    use_threads(params.rl.common.threads)
+    threads = apply_thread_plan(params.base.threads, "policy")
     config, sim = params.rl, sim or simulator_config(params)
     algo_config = getattr(config, algo)
     discrete = config.common.discrete
@@ -183,6 +183,7 @@ def train_agent(
     # 0 with a warm start: validation kept the starting (cloned) policy; RL found nothing clearly better.
     metrics["train/selected_step"] = float(selector.best_step)
     metrics["periods_per_year"] = float(panels["val"].periods_per_year)  # what val/ and test/ are annualised with
+    metrics["threads"] = float(threads)  # how it ran (the thread plan), not a result
     returns = np.zeros(0)
     if evaluate_test:
         episode = run_episode(predict, panels["test"], sim, discrete)
@@ -245,8 +246,7 @@ class ProgressCallback(BaseCallback):
 def registered_settings(params: Params) -> dict[str, Any]:
     """``common`` and ``runtime`` of an agent's training_config: the thread count is how the
     run was executed, not a hyperparameter, so it does not move the version."""
-    common = asdict(params.rl.common)
-    return {"common": {k: v for k, v in common.items() if k != "threads"}, "runtime": {"threads": common["threads"]}}
+    return {"common": asdict(params.rl.common), "runtime": {"threads": planned_threads(params.base.threads, "policy")}}
 
 
 def observation_spec(params: Params) -> ObservationSpec:

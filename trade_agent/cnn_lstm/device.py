@@ -59,7 +59,14 @@ def select_device(requested: str = "auto", fallback_to_cpu: bool = True) -> Devi
     if not requested.startswith("cuda"):
         raise ConfigError(f"device '{requested}' is unknown; use auto, cpu or cuda")
     if problem is None:
-        return DeviceChoice(torch.device(requested), requested)
+        device = torch.device(requested)
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:  # a typo, not a broken driver: no fallback
+            raise DeviceError(
+                f"device '{requested}': this machine has {count} visible GPU(s) (cuda:0..cuda:{count - 1}); "
+                "pick one of them, or use cuda"
+            )
+        return DeviceChoice(device, requested)
     if not fallback_to_cpu:
         raise DeviceError(
             f"device '{requested}' requested but {problem}; use --device cpu or set cnn_lstm.fallback_to_cpu: true"

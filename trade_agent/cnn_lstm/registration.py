@@ -13,7 +13,7 @@ from trade_agent.config import Params
 from trade_agent.io import read_json
 from trade_agent.registry import ModelRegistry
 
-RUNTIME_KEYS = ("threads", "fallback_to_cpu", "precision", "max_batch_size", "min_batch_size")
+RUNTIME_KEYS = ("fallback_to_cpu", "precision", "max_batch_size", "min_batch_size")
 
 
 def register_cnn_lstm(
@@ -33,7 +33,8 @@ def register_cnn_lstm(
     training_config = {
         **hyperparameters,
         "seed": metadata["seed"],
-        "runtime": {k: getattr(params.cnn_lstm, k) for k in RUNTIME_KEYS} | {"device": metadata["device"]},
+        "runtime": {k: getattr(params.cnn_lstm, k) for k in RUNTIME_KEYS}
+        | {"device": metadata["device"], "threads": metadata["hardware"]["threads"]},
         "interface": {
             "family": "CNNLSTM",
             "feature_names": config["feature_names"],

@@ -6,6 +6,7 @@ Used by the ``cnn_lstm`` DVC stage, ``UnifiedTrainingManager`` and the CLI alike
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from trade_agent.config import Params
 from trade_agent.errors import ConfigError, DataSourceError
 from trade_agent.io import read_json, run_key, sha256_file, write_json
 from trade_agent.paths import FEATURES_FILE, SCHEMA_FILE
-from trade_agent.threads import use_threads
+from trade_agent.threads import planned_threads, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,11 @@ def seed_everything(seed: int, threads: int = 0) -> None:
     """Seed torch and numpy and make CPU kernels deterministic."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    use_threads(threads)
+    if threads:  # 0: leave the process's count as it is
+        use_threads(threads)
+    # cuBLAS is deterministic only with a fixed workspace, read when CUDA first initialises
+    # (PyTorch's reproducibility notes); a no-op on CPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every torch.empty with NaN; correct code never reads
     # uninitialised memory, and DeepSpeed allocates 2 GB ZeRO buckets with torch.empty.
@@ -116,7 +121,7 @@ def train_cnn_lstm(
     config = params.cnn_lstm
     ranks = ranks or Ranks.single()
     started = time.perf_counter()
-    seed_everything(params.base.seed, config.threads)
+    seed_everything(params.base.seed, planned_threads(params.base.threads, "cnn_lstm"))
     choice = select_device(params.base.device, config.fallback_to_cpu)
     if ranks.distributed and choice.device.type == "cuda":
         choice = DeviceChoice(torch.device("cuda", ranks.local_rank), choice.requested)
@@ -192,6 +197,7 @@ def train_cnn_lstm(
     }
     if distributed_info is not None:
         metadata["distributed"] = distributed_info
+    metrics["threads"] = float(torch.get_num_threads())  # how it ran (the thread plan), not a result
     if ranks.is_main:
         extra = {DEEPSPEED_CONFIG_FILE: trainer.deepspeed_config} if trainer.deepspeed_config else {}
         save_cnn_lstm(model_dir, model, model_config, metadata, features_dir / "preprocessor" / preprocessor_id, extra)

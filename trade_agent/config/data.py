@@ -15,10 +15,13 @@ class BaseConfig:
 
     seed: int = 42
     device: str = "auto"
+    threads: int | Literal["auto"] = "auto"  # intra-op threads per process: the plan in trade_agent.threads
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"base.device: '{self.device}' is unknown; use auto, cpu, cuda or cuda:N")
+        if self.threads != "auto" and (isinstance(self.threads, bool) or self.threads < 1):
+            raise ConfigError(f"base.threads: {self.threads!r}; use auto (the thread plan) or a count >= 1")
 
 
 @dataclass(frozen=True)

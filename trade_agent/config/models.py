@@ -30,9 +30,6 @@ class CnnLstmConfig:
             keeps its samples through gradient accumulation) and gives up below this.
         fallback_to_cpu: when CUDA was requested but fails to initialise, train on CPU with a
             warning (recorded in the model metadata); false makes it an error.
-        threads: torch intra-op threads on CPU (1: bit-reproducible whatever OMP_NUM_THREADS
-            says, and the fastest on a shared 2-core machine; 0: torch's default). See
-            :mod:`trade_agent.threads`.
     """
 
     conv_filters: list[int] = field(default_factory=lambda: [32, 64])
@@ -58,7 +55,6 @@ class CnnLstmConfig:
     regression_weight: float = 0.5
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     fallback_to_cpu: bool = True
-    threads: int = 1
 
     def __post_init__(self) -> None:
         if len(self.conv_filters) != len(self.kernel_sizes) or not self.conv_filters:
@@ -81,7 +77,7 @@ class CnnLstmConfig:
         for key in ("epochs", "lstm_hidden", "lstm_layers", "patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"cnn_lstm.{key}: must be >= 1, got {getattr(self, key)}")
-        for key in ("weight_decay", "attention_heads", "regression_weight", "grad_clip", "warmup_epochs", "threads"):
+        for key in ("weight_decay", "attention_heads", "regression_weight", "grad_clip", "warmup_epochs"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"cnn_lstm.{key}: must be >= 0, got {getattr(self, key)}")
         if min(self.conv_filters) < 1 or min(self.kernel_sizes) < 1:

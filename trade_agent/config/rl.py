@@ -31,8 +31,6 @@ class RLCommonConfig:
         selection_margin: a later policy replaces the selected one only if its validation
             Sharpe is higher by this many standard errors (Lo, 2002) of a Sharpe estimated
             on the validation bars, so validation noise is not what gets selected.
-        threads: torch intra-op threads of the stage-2..4 processes (1: bit-reproducible,
-            fastest for these networks; 0: torch's default). See :mod:`trade_agent.threads`.
     """
 
     window: int = 1
@@ -48,11 +46,8 @@ class RLCommonConfig:
     embedding: bool = False
     warm_start: bool = True
     selection_margin: float = 1.0
-    threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.threads < 0:
-            raise ConfigError("rl.common.threads must be >= 0 (0: torch's default)")
         if self.selection_margin < 0:
             raise ConfigError("rl.common.selection_margin must be >= 0 (standard errors of the validation Sharpe)")
         if min(self.window, self.episode_length, self.eval_freq, self.checkpoint_freq) < 1:

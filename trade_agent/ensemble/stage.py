@@ -38,7 +38,7 @@ from trade_agent.market.backtest import BacktestResult
 from trade_agent.market.panel import SplitData
 from trade_agent.progress import Progress
 from trade_agent.registry import ModelRegistry
-from trade_agent.threads import use_threads
+from trade_agent.threads import apply_thread_plan, current_threads
 from trade_agent.type_aliases import FloatArray
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def build_ensemble(
         f"test/{k}": v for k, v in (result.metrics | extra).items()
     }
     metrics["periods_per_year"] = float(test.periods_per_year)
+    metrics["threads"] = float(current_threads())  # how it ran (the thread plan), not a result
     alphas = softmax_weights(val_sharpes, config.temperature)
     described = [
         asdict(m) | {"val_sharpe": float(s), "softmax_weight": float(a), "test_sharpe": float(r.metrics["sharpe"])}
@@ -156,7 +157,7 @@ def train_ensemble(
     registry: ModelRegistry | None = None,
 ) -> EnsembleRun:
     """The ``ensemble`` stage: pipeline member directories on the pipeline's val and test splits."""
-    use_threads(params.rl.common.threads)
+    apply_thread_plan(params.base.threads, "policy")
     if len(member_dirs) < 2:
         raise InputError(f"an ensemble needs at least two members, got {len(member_dirs)}; train more agents first")
     common = params.rl.common

@@ -31,7 +31,7 @@ from trade_agent.features.build import cached_features
 from trade_agent.market.backtest import buy_and_hold_weights, equal_weight_weights
 from trade_agent.market.panel import SPLITS, SplitData
 from trade_agent.registry import ModelRegistry
-from trade_agent.threads import use_threads
+from trade_agent.threads import apply_thread_plan
 from trade_agent.type_aliases import FloatArray
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def evaluate_registered(
     """
     if split not in SPLITS:
         raise InputError(f"--split {split}: use {', '.join(SPLITS)}")
-    use_threads(params.rl.common.threads)  # as the evaluate stage: same float reductions, same numbers
+    apply_thread_plan(params.base.threads, "policy")  # as the evaluate stage: same float reductions, same numbers
     ids = [registry.resolve_id(m) for m in model_ids]  # fail fast on a bad id, before any work
     inference = Inference(registry, params, market, work_dir)
     rows: list[dict[str, Any]] = []

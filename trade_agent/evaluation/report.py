@@ -40,7 +40,7 @@ from trade_agent.paths import (
     STAGE_1,
     pipeline_models,
 )
-from trade_agent.threads import use_threads
+from trade_agent.threads import apply_thread_plan, current_threads
 from trade_agent.type_aliases import FloatArray
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ def write_outputs(
     report_dir: Path,
 ) -> None:
     """``metrics/evaluate.json``, per-model equity/drawdown TSVs, ``reports/evaluation.{png,md}``."""
-    write_json(metrics_path, {r.name: r.metrics for r in reports})
+    threads = float(current_threads())  # how it ran (the thread plan), not a result
+    write_json(metrics_path, {r.name: r.metrics | {"threads": threads} for r in reports})
     for kind in ("equity", "drawdown"):
         directory = plots_dir / kind
         directory.mkdir(parents=True, exist_ok=True)
@@ -214,7 +215,7 @@ def render_png(reports: list[ModelReport], params: Params, frequency: BarFrequen
 
 
 def run_evaluate_stage(params: Params, inputs: EvaluationInputs | None = None) -> list[ModelReport]:
-    use_threads(params.rl.common.threads)
+    apply_thread_plan(params.base.threads, "policy")
     inputs = inputs or EvaluationInputs()
     reports, frequency = evaluate_models(params, inputs)
     write_outputs(reports, params, frequency, METRICS_DIR / "evaluate.json", PLOTS_DIR / "evaluate", REPORTS_DIR)

@@ -51,7 +51,7 @@ from trade_agent.preprocessing.manager import PreprocessorManager
 from trade_agent.preprocessing.pipeline import PreprocessingPipeline
 from trade_agent.registry import ModelRegistry
 from trade_agent.registry.registry import ModelMetadata
-from trade_agent.threads import use_threads
+from trade_agent.threads import apply_thread_plan
 
 LIVE = "live"  # split label of the bars the model trades in a prediction
 HISTORY = "history"  # earlier bars: indicator warm-up and observation windows only
@@ -296,7 +296,7 @@ class Predictor:
         market, decision_bar = self.check_bars(market, as_of, source)
         track_start = self.track_start(market, start, source)
         with self._lock:
-            use_threads(self.params.rl.common.threads)
+            apply_thread_plan(self.params.base.threads, "policy")
             positions = self.positions(market, track_start)
         weights = positions.weights[-1]
         common = positions.common

@@ -49,6 +49,7 @@ PLANNED_MODEL_TYPES = ("hybrid", "ensemble")
 EXTRA_KEYS: dict[str, tuple[str, str]] = {
     "sequence_length": ("features", "sequence_length"),
     "seed": ("base", "seed"),
+    "threads": ("base", "threads"),
     **{
         key: ("cnn_lstm", key)
         for key in (
@@ -72,7 +73,6 @@ EXTRA_KEYS: dict[str, tuple[str, str]] = {
             "fallback_to_cpu",
             "min_batch_size",
             "max_batch_size",
-            "threads",
         )
     },
 }

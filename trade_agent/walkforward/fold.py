@@ -30,7 +30,7 @@ from trade_agent.hybrid.stage import train_hybrid
 from trade_agent.io import read_json, write_json, write_parquet
 from trade_agent.market.panel import SplitData
 from trade_agent.paths import ENSEMBLE, FOLD_RETURNS, FOLD_SUMMARY, STAGE_1, ensemble_members, hybrid_name
-from trade_agent.threads import use_threads
+from trade_agent.threads import apply_thread_plan
 from trade_agent.walkforward.folds import WINDOW_FILE
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def run_fold(params: Params, inputs_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Train, select and trade one fold; writes ``out_dir`` and returns the fold summary."""
     started = time.perf_counter()
     params = fold_params(params)
-    use_threads(params.rl.common.threads)
+    apply_thread_plan(params.base.threads, "policy")
     stages = params.walkforward.stages
     market, window = inputs_dir / "market.parquet", read_json(inputs_dir / WINDOW_FILE)
     out_dir.mkdir(parents=True, exist_ok=True)

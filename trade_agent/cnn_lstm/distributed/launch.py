@@ -187,7 +187,7 @@ def launch_cnn_lstm(
     world = world_size(params, cuda)
     # Each rank runs threads_per_process threads; the params record it (it is in the model metadata).
     raw = to_plain(params)
-    raw["cnn_lstm"]["threads"] = d.threads_per_process
+    raw["base"]["threads"] = d.threads_per_process
     params = params_from_dict(raw)
     settings = run_settings(params, features_dir) | {"distributed": distributed_settings(params, world)}
     checkpoint_dir = checkpoint_root / "cnn_lstm" / run_key(settings, [features_dir / FEATURES_FILE])
