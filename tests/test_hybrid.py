@@ -117,3 +117,74 @@ def test_hybrid_fine_tunes_the_encoder_and_registers_with_lineage(
     assert run.metrics["test/sharpe_ci_low"] == pytest.approx(bounds["sharpe_ci_low"], abs=1e-9)
     assert run.metrics["test/sharpe_ci_high"] == pytest.approx(bounds["sharpe_ci_high"], abs=1e-9)
     assert entry.metrics["test/sharpe"] == run.metrics["test/sharpe"]  # registered as measured
+
+
+def _built_hybrid(tiny_stage2: dict[str, Path]) -> tuple[BaseAlgorithm, dict[str, object]]:
+    params = params_from_dict(tiny_params_dict())
+    builder = HybridBuilder("ppo", params, tiny_stage2["cnn_lstm"], tiny_stage2["ppo"])
+    panels = hybrid_panels(tiny_stage2["features"], tiny_stage2["market"], builder.sequence_length)
+    builder.panels = {"val": panels["val"]}
+    model, _ = builder(VecPortfolioEnv(panels["train"], builder.sim(), n_envs=4, seed=0))
+    return model, {"panels": panels, "sim": builder.sim()}
+
+
+def test_split_embeddings_in_batch_equal_the_live_encoder(tiny_stage2: dict[str, Path]) -> None:
+    """Lookups from the batch-computed split answer exactly the windows they hold, equal the
+    live encoder, and never serve a window whose weights changed or that needs gradients."""
+    model, built = _built_hybrid(tiny_stage2)
+    panels, sim = built["panels"], built["sim"]
+    (extractor,) = extractors(model.policy)
+    model.policy.set_training_mode(False)
+    env = VecPortfolioEnv(panels["val"], sim, n_envs=8, seed=3)  # type: ignore[index]
+    obs = torch.as_tensor(env.reset())
+    with torch.no_grad():
+        looked_up = extractor(obs)
+        assert extractor.lookups == 8 * extractor.n_assets and extractor.live_windows == 0
+        extractor._tables.clear()
+        live = extractor(obs)
+    torch.testing.assert_close(looked_up, live, rtol=0, atol=1e-5)
+    assert not torch.equal(looked_up[:, -3 * extractor.n_assets :], torch.zeros(1))  # state passes through
+
+    extractor.attach_panel(panels["val"].features)  # type: ignore[index]
+    other = torch.as_tensor(VecPortfolioEnv(panels["train"], sim, n_envs=2, seed=0).reset())  # type: ignore[index]
+    before = extractor.live_windows
+    with torch.no_grad():
+        extractor(other)  # windows of another split: computed live, not mistaken for val windows
+    assert extractor.live_windows - before == 2 * extractor.n_assets
+
+    # Once the weights move, a batch (a rollout after an update) runs live and one evaluation
+    # step recomputes the split: the answer follows the new weights either way.
+    with torch.no_grad():
+        next(extractor.encoder.parameters()).mul_(1.5)
+        before = extractor.lookups
+        changed = extractor(obs)
+        assert extractor.lookups == before
+        refreshed = torch.cat([extractor(obs[i : i + 1]) for i in range(len(obs))])
+        assert extractor.lookups > before
+        extractor._tables.clear()
+        moved = extractor(obs)
+    torch.testing.assert_close(changed, moved, rtol=0, atol=1e-5)
+    torch.testing.assert_close(refreshed, moved, rtol=0, atol=1e-5)
+    assert not torch.allclose(moved, live, atol=1e-3)
+
+    # Fine-tuning (gradients into a trainable encoder) always runs the encoder.
+    extractor.attach_panel(panels["val"].features)  # type: ignore[index]
+    before = extractor.live_windows
+    extractor(obs).sum().backward()
+    assert extractor.live_windows - before == 8 * extractor.n_assets
+    assert next(extractor.encoder.parameters()).grad is not None
+
+
+def test_a_frozen_encoder_runs_in_eval_mode(tiny_stage2: dict[str, Path]) -> None:
+    from trade_agent.hybrid.model import set_encoder_trainable
+
+    model, _ = _built_hybrid(tiny_stage2)
+    (extractor,) = extractors(model.policy)
+    model.policy.set_training_mode(True)
+    assert extractor.training and extractor.encoder.training  # built trainable; EncoderWarmup freezes it
+    set_encoder_trainable(model.policy, False)
+    assert extractor.training and not extractor.encoder.training  # no dropout in frozen embeddings
+    model.policy.set_training_mode(True)
+    assert not extractor.encoder.training
+    set_encoder_trainable(model.policy, True)
+    assert extractor.encoder.training

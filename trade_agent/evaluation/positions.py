@@ -22,7 +22,7 @@ from trade_agent.agents.policy_io import is_hybrid, load_policy
 from trade_agent.cnn_lstm.model import PROBABILITY_COLUMNS, threshold_weights
 from trade_agent.config.rl import RLCommonConfig
 from trade_agent.errors import DataSourceError
-from trade_agent.hybrid.model import EXTRACTORS
+from trade_agent.hybrid.model import EXTRACTORS, attach_panels
 from trade_agent.market.observation import Observation
 from trade_agent.market.panel import SplitData
 from trade_agent.market.simulator import PortfolioSimulator, SimulatorConfig
@@ -50,6 +50,8 @@ def policy_weights(model_dir: Path, data: SplitData, common: RLCommonConfig, dec
             "(other features, assets or window); evaluate it on data shaped like its training data"
         )
     discrete = spec["action_space"]["type"] == "MultiDiscrete"  # short/flat/long actions, not weights
+    if hybrid:  # the split's embeddings in one batch, not one encoder call per bar
+        attach_panels(policy, [panel.features])
 
     def predict(obs: np.ndarray) -> np.ndarray:
         return policy.predict(obs, deterministic=True)[0]

@@ -29,6 +29,7 @@ from trade_agent.hybrid.model import (
     EXTRACTOR_NAME,
     CNNLSTMExtractor,
     EncoderWarmup,
+    attach_panels,
     extractor_kwargs,
     load_encoder,
     set_encoder_trainable,
@@ -70,6 +71,7 @@ class HybridBuilder:
             )
         self.copied: list[str] = []
         self.skipped: list[str] = []
+        self.panels: dict[str, MarketPanel] = {}  # splits whose embeddings are computed in batch
 
     def sim(self) -> SimulatorConfig:
         return replace(simulator_config(self.params), window=self.sequence_length)
@@ -113,6 +115,8 @@ class HybridBuilder:
             set_encoder_trainable(model.policy, False)
         else:
             callbacks.append(EncoderWarmup(hybrid.freeze_encoder_steps))
+        # After the freeze: the warm-up's rollouts, minibatches and evaluations look them up.
+        attach_panels(model.policy, [panel.features for panel in self.panels.values()])
         return model, callbacks
 
 
@@ -134,6 +138,7 @@ def train_hybrid(
     """Fine-tune a hybrid of ``cnn_lstm_dir`` and ``agent_dir``; writes ``out_dir``."""
     builder = HybridBuilder(algo, params, cnn_lstm_dir, agent_dir)
     panels = hybrid_panels(features_dir, market_path, builder.sequence_length)
+    builder.panels = panels
     spec = builder.extractor_spec(panels["train"].n_assets)
     run = train_agent(
         algo,
