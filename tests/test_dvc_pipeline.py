@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "trade_agent.cli"]
 STAGES = (
+    "code",
     "prepare",
     "features",
     "cnn_lstm",
@@ -118,6 +119,9 @@ def test_model_param_change_reruns_only_the_model_stages_and_registers_versions(
     assert [m["version"] for m in listed] == ["1.1.0", "1.0.0"]  # hyperparameter change: MINOR
     metrics = json.loads((dvc_repo / "metrics" / "cnn_lstm.json").read_text())
     assert metrics["test/accuracy"] == listed[0]["metrics"]["test/accuracy"]  # the stage's metrics, registered
+    assert metrics["threads"] == 1.0  # the thread plan it ran with (base.threads: auto)
+    evaluated = json.loads((dvc_repo / "metrics" / "evaluate.json").read_text())
+    assert {m["threads"] for m in evaluated.values()} == {1.0}
     plots = run(["dvc", "plots", "show", "--json"], dvc_repo)
     assert plots.returncode == 0 and "val/loss" in plots.stdout
     for curve in (

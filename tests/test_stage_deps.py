@@ -1,8 +1,9 @@
-"""The build is precise: a stage's code deps are exactly what its script imports.
+"""The build is precise: a stage re-runs exactly when code its script imports changed.
 
-``dvc.yaml`` is generated from the import graph (``make deps``); these tests fail when it
-drifts, when an output-neutral module starts computing, and when an edit would re-run a
-stage that cannot be affected (measured with ``dvc status`` on a copy of this checkout).
+``dvc.yaml`` is generated from the import graph (``make deps``): each stage depends on its
+script's fingerprint (``build/code/<script>.json``, the ``code`` stage's output). These
+tests fail when it drifts, when an output-neutral module starts computing, and when an edit
+would re-run a stage that cannot be affected (measured with ``dvc status`` on a copy).
 """
 
 from __future__ import annotations
@@ -24,13 +25,45 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_dvc_yaml_code_deps_equal_the_import_graph() -> None:
     entries = stage_deps.stage_deps(ROOT)
-    assert {e.stage for e in entries} >= {"prepare", "features", "cnn_lstm", "embed", "rl", "hybrid", "ensemble"}
+    assert {e.stage for e in entries} >= {
+        "code",
+        "prepare",
+        "features",
+        "cnn_lstm",
+        "embed",
+        "rl",
+        "hybrid",
+        "ensemble",
+    }
     for entry in entries:
         assert entry.declared == entry.derived, (
-            f"stage {entry.stage}: dvc.yaml lists {sorted(set(entry.declared) - set(entry.derived))} it does not "
-            f"import and misses {sorted(set(entry.derived) - set(entry.declared))}; run `make deps`"
+            f"stage {entry.stage}: dvc.yaml lists {sorted(set(entry.declared) - set(entry.derived))} the graph "
+            f"does not and misses {sorted(set(entry.derived) - set(entry.declared))}; run `make deps`"
         )
     assert stage_deps.main(["--check", "--root", str(ROOT)]) == 0
+    # Every stage reads its code through its fingerprint only, and the code stage reads every file.
+    code = next(e for e in entries if e.stage == "code")
+    for entry in entries:
+        if entry.stage != "code":
+            assert entry.declared == [f"build/code/{Path(entry.script).stem}.json"]
+            assert set(stage_deps.script_code(ROOT, entry.script)) <= set(code.declared)
+
+
+def test_a_fingerprint_names_every_file_its_script_runs_with_its_hash(tmp_path: Path) -> None:
+    package = tmp_path / "trade_agent"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "core.py").write_text("X = 1\n")
+    (package / "other.py").write_text("Y = 2\n")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "a.py").write_text("from trade_agent.core import X\n")
+    (tmp_path / "stages" / "b.py").write_text("from trade_agent.other import Y\n")
+    assert stage_deps.write_fingerprints(tmp_path) == ["build/code/a.json", "build/code/b.json"]
+    first = json.loads((tmp_path / "build/code/a.json").read_text())
+    assert sorted(first["files"]) == ["stages/a.py", "trade_agent/__init__.py", "trade_agent/core.py"]
+    assert stage_deps.write_fingerprints(tmp_path) == []  # unchanged code: nothing rewritten
+    (package / "other.py").write_text("Y = 3\n")
+    assert stage_deps.write_fingerprints(tmp_path) == ["build/code/b.json"]  # only the script that runs it
 
 
 def test_output_neutral_modules_only_word_errors_and_logs() -> None:
@@ -88,8 +121,9 @@ EXPECTED = {
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_an_edit_reruns_only_the_stages_it_can_affect(tmp_path: Path) -> None:
-    """A copy of this checkout (tracked and new files), a comment appended to each module,
-    then ``dvc status --json``: the stages listing an edited module among their changed deps."""
+    """A copy of this checkout (tracked and new files) with the committed fingerprints, a
+    comment appended to each module, the ``code`` stage's command, then ``dvc status --json``:
+    the stages whose fingerprint changed are exactly those running an edited module."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -104,18 +138,26 @@ def test_an_edit_reruns_only_the_stages_it_can_affect(tmp_path: Path) -> None:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / name)
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    stage_deps.write_fingerprints(repo)  # what `dvc repro` built from these files (dvc.lock has their md5)
+    before = {p.name: json.loads(p.read_text())["files"] for p in (repo / "build" / "code").glob("*.json")}
     for module in EXPECTED:
         with (repo / module).open("a") as handle:
             handle.write("# an edit that changes nothing\n")
+    stage_deps.write_fingerprints(repo)
     status = subprocess.run(
         [sys.executable, "-m", "dvc", "status", "--json"], cwd=repo, capture_output=True, text=True, check=False
     )
     assert status.returncode == 0, status.stderr
-    changed: dict[str, set[str]] = {module: set() for module in EXPECTED}
+    rerun: set[str] = set()
     for stage, entries in json.loads(status.stdout).items():
         for entry in entries:
-            if isinstance(entry, dict):
-                for path in entry.get("changed deps", {}):
-                    if path in changed:
-                        changed[path].add(stage.split(":")[-1].split("@")[0])
+            if isinstance(entry, dict) and any(p.startswith("build/code/") for p in entry.get("changed deps", {})):
+                rerun.add(stage.split(":")[-1].split("@")[0])
+    # Per module: the stages whose fingerprint lists it.
+    script_stage = {e.script: e.stage for e in stage_deps.stage_deps(repo) if e.stage != "code"}
+    changed: dict[str, set[str]] = {
+        module: {script_stage[f"stages/{name[:-5]}.py"] for name, code in before.items() if module in code}
+        for module in EXPECTED
+    }
     assert changed == EXPECTED
+    assert rerun == set().union(*EXPECTED.values())  # DVC re-runs exactly those (and `code`)

@@ -1,24 +1,35 @@
-"""Stage code deps from the import graph: ``dvc.yaml`` lists exactly the modules a stage runs.
+"""Stage code deps from the import graph: a stage re-runs exactly when code it runs changed.
 
-A stage's code deps are its script plus every ``trade_agent`` file the script imports,
+A stage's code is its script plus every ``trade_agent`` file the script imports,
 transitively (imports anywhere in a module count, including inside functions, and every
 package ``__init__`` on the way). Editing any other file cannot change the stage's outputs,
 so ``dvc repro`` does not re-run it.
+
+DVC sees this through one small file per script, ``build/code/<script>.json``: the sha256
+of each of those files, written by the first stage, ``code`` (this module's
+``--fingerprints``), which depends on every file any stage runs. Each stage depends on its
+script's fingerprint instead of listing ~50 files itself; an edit re-runs ``code`` (a
+second), and only the stages whose fingerprint changed. Listing the files in every stage
+made ``dvc.lock`` 6,000 lines, which DVC parses (pure-Python YAML) twice per ``dvc repro``:
+most of a no-op build's time.
 
 Left out: :data:`OUTPUT_NEUTRAL`, the short list of modules that only word errors, log
 and report progress. Every stage imports them and none computes data
 (``tests/test_stage_deps.py`` checks what they import).
 
-    python -m trade_agent.devtools.stage_deps            # show each stage's code deps
-    python -m trade_agent.devtools.stage_deps --check    # exit 1 if dvc.yaml disagrees
-    python -m trade_agent.devtools.stage_deps --write    # rewrite dvc.yaml's code deps
+    python -m trade_agent.devtools.stage_deps                  # show each stage's code
+    python -m trade_agent.devtools.stage_deps --check          # exit 1 if dvc.yaml disagrees
+    python -m trade_agent.devtools.stage_deps --write          # rewrite dvc.yaml's code deps
+    python -m trade_agent.devtools.stage_deps --fingerprints   # the `code` stage: build/code/*.json
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import io
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +38,11 @@ from typing import Any, TextIO
 from ruamel.yaml import YAML
 
 PACKAGE = "trade_agent"
+SCRIPTS = "stages"
+FINGERPRINTS = "build/code"
+CODE_STAGE = "code"
+CODE_CMD = "python -m trade_agent.devtools.stage_deps --fingerprints"
+THIS_FILE = "trade_agent/devtools/stage_deps.py"
 # Wording of errors, logging and progress: imported everywhere, change no output.
 OUTPUT_NEUTRAL: tuple[str, ...] = (
     "trade_agent/errors.py",
@@ -106,7 +122,7 @@ class StageDeps:
     stage: str
     script: str
     declared: list[str]  # code deps dvc.yaml lists now
-    derived: list[str]  # what the import graph says
+    derived: list[str]  # what the import graph says: the script's fingerprint
 
 
 def _yaml() -> YAML:
@@ -118,8 +134,8 @@ def _yaml() -> YAML:
 
 def _script(cmd: str) -> str:
     words = cmd.split()
-    if len(words) < 2 or words[0] != "python" or not words[1].startswith("stages/"):
-        raise SystemExit(f"dvc.yaml: stage cmd '{cmd}' is not `python stages/<script>.py ...`")
+    if len(words) < 2 or words[0] != "python" or not words[1].startswith(f"{SCRIPTS}/"):
+        raise SystemExit(f"dvc.yaml: stage cmd '{cmd}' is not `python {SCRIPTS}/<script>.py ...`")
     return words[1]
 
 
@@ -129,32 +145,68 @@ def _body(stage: Any) -> Any:
 
 
 def _is_code(dep: str) -> bool:
-    return dep == PACKAGE or dep.startswith(PACKAGE + "/")
+    return dep == PACKAGE or dep.startswith((f"{PACKAGE}/", f"{SCRIPTS}/", f"{FINGERPRINTS}/"))
+
+
+def scripts(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in (root / SCRIPTS).glob("*.py"))
+
+
+def fingerprint_path(script: str) -> str:
+    return f"{FINGERPRINTS}/{Path(script).stem}.json"
+
+
+def script_code(root: Path, script: str) -> list[str]:
+    """The files a stage script runs: itself and its ``trade_agent`` closure."""
+    return sorted([script, *code_deps(root, Path(script))])
+
+
+def code_stage_deps(root: Path) -> list[str]:
+    """What the ``code`` stage reads: this module and every file any script runs."""
+    return sorted({THIS_FILE, *(f for s in scripts(root) for f in script_code(root, s))})
 
 
 def stage_deps(root: Path) -> list[StageDeps]:
+    """Each stage's declared code deps against the graph (the ``code`` stage: its deps and outs)."""
     document = _yaml().load((root / "dvc.yaml").read_text())
     result = []
     for name, defined in document["stages"].items():
         stage = _body(defined)
+        if name == CODE_STAGE:
+            declared = [str(d) for d in stage.get("deps", [])] + [f"out {o}" for o in stage.get("outs", [])]
+            derived = code_stage_deps(root) + [f"out {fingerprint_path(s)}" for s in scripts(root)]
+            result.append(StageDeps(name, str(stage["cmd"]), declared, derived))
+            continue
         script = _script(str(stage["cmd"]))
         declared = [str(d) for d in stage.get("deps", []) if _is_code(str(d))]
-        result.append(StageDeps(name, script, declared, code_deps(root, Path(script))))
+        result.append(StageDeps(name, script, declared, [fingerprint_path(script)]))
     return result
 
 
 def write(root: Path) -> list[str]:
-    """Rewrite each stage's code deps in ``dvc.yaml`` (after its other deps); return the changed stages."""
+    """Rewrite the ``code`` stage (first) and each stage's code dep; return the changed stages."""
     yaml = _yaml()
     path = root / "dvc.yaml"
     document = yaml.load(path.read_text())
+    stages = document["stages"]
     changed = []
-    for name, defined in document["stages"].items():
+    code = {"cmd": CODE_CMD, "deps": code_stage_deps(root), "outs": [fingerprint_path(s) for s in scripts(root)]}
+    existing = stages.get(CODE_STAGE)
+    if existing is None or {k: existing.get(k) for k in code} != code:
+        changed.append(CODE_STAGE)
+        if existing is None:
+            stages.insert(0, CODE_STAGE, code)
+        else:
+            for key, value in code.items():
+                existing[key] = value
+    for name, defined in stages.items():
+        if name == CODE_STAGE:
+            continue
         stage = _body(defined)
         script = _script(str(stage["cmd"]))
         deps = stage.get("deps", [])
         others = [d for d in deps if not _is_code(str(d))]
-        wanted = others + code_deps(root, Path(script))
+        wanted = [fingerprint_path(script), *others]
         if [str(d) for d in deps] != wanted:
             changed.append(name)
             # In place, so comments attached to the data deps survive.
@@ -169,6 +221,24 @@ def write(root: Path) -> list[str]:
     return changed
 
 
+def write_fingerprints(root: Path) -> list[str]:
+    """The ``code`` stage: ``build/code/<script>.json`` = the sha256 of each file the script
+    runs. A file is rewritten only when its content changes; returns those written."""
+    written = []
+    for script in scripts(root):
+        files = {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in script_code(root, script)}
+        text = json.dumps({"script": script, "files": files}, indent=1, sort_keys=True) + "\n"
+        target = root / fingerprint_path(script)
+        if target.is_file() and target.read_text() == text:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_suffix(".json.tmp")
+        temp.write_text(text)
+        temp.replace(target)
+        written.append(target.relative_to(root).as_posix())
+    return written
+
+
 def _say(line: str, stream: TextIO = sys.stdout) -> None:
     stream.write(line + "\n")
 
@@ -178,8 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--check", action="store_true", help="exit 1 when dvc.yaml's code deps differ")
     group.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code deps")
+    group.add_argument("--fingerprints", action="store_true", help="write build/code/*.json (the code stage)")
     parser.add_argument("--root", type=Path, default=Path("."))
     args = parser.parse_args(argv)
+    if args.fingerprints:
+        written = write_fingerprints(args.root)
+        _say(f"{FINGERPRINTS}: {', '.join(written)} changed" if written else f"{FINGERPRINTS}: unchanged")
+        return 0
     if args.write:
         changed = write(args.root)
         _say(f"dvc.yaml: code deps rewritten for {', '.join(changed)}" if changed else "dvc.yaml: code deps up to date")
@@ -191,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                 stale += 1
                 missing = sorted(set(entry.derived) - set(entry.declared))
                 extra = sorted(set(entry.declared) - set(entry.derived))
-                _say(f"dvc.yaml stage {entry.stage}: missing {missing}, not imported {extra}", sys.stderr)
-        else:
-            _say(f"{entry.stage} ({entry.script}): {len(entry.derived)} modules")
-            for dep in entry.derived:
+                _say(f"dvc.yaml stage {entry.stage}: missing {missing}, not listed by the graph {extra}", sys.stderr)
+        elif entry.stage != CODE_STAGE:
+            code = script_code(args.root, entry.script)
+            _say(f"{entry.stage} ({entry.script}): {len(code)} files, via {entry.derived[0]}")
+            for dep in code:
                 _say(f"  {dep}")
     if stale:
         _say("fix: python -m trade_agent.devtools.stage_deps --write (or `make deps`)", sys.stderr)
