@@ -19,12 +19,14 @@ import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from trade_agent.errors import UnsafePathError
+
+if TYPE_CHECKING:  # pandas costs a CLI command a quarter second; only Parquet writers pass frames
+    import pandas as pd
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 # One path component read from an index, an export or a JSON file: no separator, no

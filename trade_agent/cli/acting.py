@@ -40,6 +40,15 @@ def _params(params_file: Path | None) -> Params:
     return load_params_or_defaults(params_file)
 
 
+def _registered(model_ids: list[str], params: Params) -> None:
+    """A bad id is refused before torch and the model stack load (a second or more)."""
+    from trade_agent.registry import ModelRegistry
+
+    registry = ModelRegistry("models", grading=params.grading)
+    for model_id in model_ids:
+        registry.resolve_id(model_id)
+
+
 def predict(
     model: ModelOption,
     data: DataFileOption,
@@ -60,11 +69,12 @@ def predict(
 ) -> None:
     """Target weights for the next bar (filled at its open) from a registered model, with its own
     saved preprocessor; with --holdings also the orders and their estimated cost."""
+    params = _params(params_file)
+    _registered([model], params)
     from trade_agent.inference import Holdings, Predictor
     from trade_agent.log import setup_logging
 
     setup_logging()
-    params = _params(params_file)
     held = Holdings.load(holdings) if holdings is not None else None
     with Predictor(model, params=params) as predictor:
         prediction = predictor.predict(predictor.load_bars(data), as_of, held, start, source=data)
@@ -126,11 +136,13 @@ def paper_run(
 ) -> None:
     """Process the bars of --data newer than the account's last bar: fill at each bar's open what
     was decided at the previous close, mark at the close, decide. One transaction per bar."""
+    params = _params(params_file)
+    _registered([model], params)
     from trade_agent.log import setup_logging
     from trade_agent.paper.trading import run_paper
 
     setup_logging()
-    summary = run_paper(model, data, account, cash, start, _params(params_file), root=root)
+    summary = run_paper(model, data, account, cash, start, params, root=root)
     if summary.new_bars == 0:
         console.print(f"{summary.path}: no bars newer than the account's last; nothing changed")
         return
@@ -208,9 +220,11 @@ def serve(
     POST /predict, GET /model, GET /health, /models/{id}/predict, docs at /docs."""
     from trade_agent.log import setup_logging
 
+    params = _params(params_file)
+    _registered(model, params)
     try:
         from trade_agent.serving.app import run_server
     except ImportError as exc:
         raise InputError(f"trade-agent serve needs the serve extra ({exc}): pip install -e '.[serve]'") from None
     setup_logging()
-    run_server(model, host, port, _params(params_file))
+    run_server(model, host, port, params)

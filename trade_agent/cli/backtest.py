@@ -38,14 +38,15 @@ def evaluate_ids(
 ) -> tuple[list[dict[str, Any]], "BarFrequency"]:
     """Metrics of each model (and the baselines) on the same data and split, and the data's bar frequency."""
     from trade_agent.config import load_params_or_defaults
-    from trade_agent.data.ingest import prepared_market
-    from trade_agent.evaluation.inference import evaluate_registered
     from trade_agent.registry import ModelRegistry
 
     params = load_params_or_defaults(params_file)
     registry = ModelRegistry("models", grading=params.grading)
     for model in model_ids:
-        registry.resolve_id(model)  # a bad id fails before any data work
+        registry.resolve_id(model)  # a bad id fails before any data work, and before torch loads
+    from trade_agent.data.ingest import prepared_market
+    from trade_agent.evaluation.inference import evaluate_registered
+
     market = prepared_market(data, params, work_dir)
     return evaluate_registered(registry, params, market, work_dir, model_ids, split)
 

@@ -11,9 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trade_agent.config import load_params_or_defaults
-from trade_agent.data.ingest import load_file, select_and_align
 from trade_agent.errors import InputError
-from trade_agent.features.build import check_enough_bars, minimum_bars
 from trade_agent.log import setup_logging
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare and validate market data.")
@@ -46,6 +44,9 @@ def pipeline(
         raise InputError("give exactly one of --run/-r or --validate FILE")
     if fmt not in ("csv", "parquet"):
         raise InputError(f"--format {fmt!r} is not supported; use csv or parquet")
+    from trade_agent.data.ingest import load_file, select_and_align
+    from trade_agent.features.build import check_enough_bars, minimum_bars
+
     params = load_params_or_defaults(params_file)
     if validate is not None:
         frame, report = select_and_align(*load_file(validate, params.data), params.data, params.splits.train)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import subprocess
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.tree import Tree
@@ -15,12 +15,9 @@ from trade_agent import paths
 from trade_agent.cli.data import ParamsOption
 from trade_agent.cli.tables import AVAILABILITY_STYLE, make_console, model_table
 from trade_agent.errors import IntegrityError, TradeAgentError
-from trade_agent.registry import ModelRegistry
-from trade_agent.registry.card import write_card
-from trade_agent.registry.registry import absent_summary
-from trade_agent.registry.release import release as make_release
-from trade_agent.registry.store import dvc_cache_dir
-from trade_agent.walkforward.gates import workspace_figures
+
+if TYPE_CHECKING:
+    from trade_agent.registry import ModelRegistry
 
 models_app = typer.Typer(no_args_is_help=True, help="Manage registered models.")
 console = make_console()
@@ -53,6 +50,9 @@ def card(
     root: RootOption = paths.REGISTRY_ROOT,
 ) -> None:
     """Write the model's card (data, period, frequency, costs, walk-forward figures, DSR/PBO, lineage, limits)."""
+    from trade_agent.registry.card import write_card
+    from trade_agent.walkforward.gates import workspace_figures
+
     details = _registry(root).export_model_info(model_id)
     document, figures = workspace_figures(WALKFORWARD_METRICS, details, _entries(root))
     from trade_agent.config import load_params_or_defaults
@@ -62,6 +62,8 @@ def card(
 
 
 def _registry(root: Path) -> ModelRegistry:
+    from trade_agent.registry import ModelRegistry
+
     return ModelRegistry(root)
 
 
@@ -83,9 +85,11 @@ def list_models(
     as_json: JsonOption = False,
 ) -> None:
     """List registered models, newest version first."""
+    from trade_agent.registry.registry import absent_summary
+
     registry = _registry(root)
     models = registry.list_models(model_type, grade, limit, include_archived=archived)
-    availability = {m.model_id: registry.availability(m.model_id) for m in models}
+    availability = registry.availabilities([m.model_id for m in models])
     if as_json:
         rows = [m.__dict__ | {"availability": availability[m.model_id]} for m in models]
         typer.echo(json.dumps(rows, indent=2, default=str))
@@ -108,6 +112,8 @@ def info(
     as_json: JsonOption = False,
 ) -> None:
     """All metadata of a model, its lineage tree and its integrity status."""
+    from trade_agent.walkforward.gates import workspace_figures
+
     details = _registry(root).export_model_info(model_id)
     if as_json:
         _, figures = workspace_figures(WALKFORWARD_METRICS, details, _entries(root))
@@ -234,6 +240,8 @@ def gc(root: RootOption = paths.REGISTRY_ROOT) -> None:
     Every registered, non-archived version keeps its files (the registry holds its own
     copies, so DVC's garbage collection cannot remove them).
     """
+    from trade_agent.registry.store import dvc_cache_dir
+
     freed = _registry(root).drop_archived_files()
     console.print(f"registry: freed {freed / 2**20:.2f} MiB of archived models' files")
     if dvc_cache_dir(Path.cwd()) is None:
@@ -260,6 +268,7 @@ def release(
     """Tag a model version in GTO's format on the commit whose dvc.lock holds it; --stage prod is gated
     by the walk-forward DSR, the paired difference against buy-and-hold and the PBO."""
     from trade_agent.config import load_params_or_defaults
+    from trade_agent.registry.release import release as make_release
 
     registry = _registry(root)
     gates = load_params_or_defaults(params_file).release

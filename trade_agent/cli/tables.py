@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
-from trade_agent.registry import ModelMetadata
+if TYPE_CHECKING:
+    from trade_agent.registry import ModelMetadata
 
 
 def make_console() -> Console:

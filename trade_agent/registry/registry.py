@@ -541,6 +541,11 @@ class ModelRegistry:
         """``here``, ``remote`` or ``missing`` (existence only; integrity re-hashes)."""
         return self._availability(resolve(model_id, self._entries(), self._rank))
 
+    def availabilities(self, model_ids: list[str]) -> dict[str, str]:
+        """:meth:`availability` of many models, reading the index once."""
+        entries = self._entries()
+        return {model_id: self._availability(resolve(model_id, entries, self._rank)) for model_id in model_ids}
+
     def _availability(self, entry: dict[str, Any]) -> str:
         for info in entry["files"].values():
             cached = self._dvc_cache_object(info["md5"])
