@@ -66,6 +66,27 @@ def set_params(params: dict[str, Any], overrides: dict[str, Any]) -> None:
         node[leaf] = value
 
 
+def copy_env(repo: Path, threads: int = 1) -> dict[str, str]:
+    """The environment the copy's commands run in: its own ``trade_agent``, ``threads`` threads."""
+    return {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PYTHONPATH": str(repo),  # this copy's trade_agent, not the editable install
+    }
+
+
+def init_copy(repo: Path, env: dict[str, str]) -> None:
+    """Make the copied files one commit of a fresh git + DVC repository."""
+    commit = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "init"]
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], commit):
+        done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{repo}: {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+
+
 def run_pipeline(repo: Path, overrides: dict[str, Any], worktree: bool = False, threads: int = 1) -> Path:
     """``dvc repro`` of a fresh copy at ``repo`` with ``overrides``; returns ``repo``.
 
@@ -80,19 +101,11 @@ def run_pipeline(repo: Path, overrides: dict[str, Any], worktree: bool = False, 
     params = yaml.safe_load((repo / "params.yaml").read_text())
     set_params(params, overrides)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PYTHONPATH": str(repo),  # this copy's trade_agent, not the editable install
-    }
-    commit = ["git", "-c", "user.name=study", "-c", "user.email=study@localhost", "commit", "-qm", "init"]
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], commit, ["dvc", "repro"]):
-        done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"{repo}: {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    env = copy_env(repo, threads)
+    init_copy(repo, env)
+    done = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{repo}: dvc repro failed:\n{done.stderr[-3000:]}")
     return repo
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.pipeline_copy import _copy_files, source_commit
+from benchmarks.pipeline_copy import _copy_files, copy_env, init_copy, source_commit
 
 
 def stage_times(repo: Path, worktree: bool) -> dict[str, float]:
@@ -30,16 +29,8 @@ def stage_times(repo: Path, worktree: bool) -> dict[str, float]:
     shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir(parents=True)
     _copy_files(repo, worktree)
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "OMP_NUM_THREADS": "1",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PYTHONPATH": str(repo),
-    }
-    commit = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "init"]
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], commit):
-        subprocess.run(command, cwd=repo, env=env, capture_output=True, check=True)
+    env = copy_env(repo)
+    init_copy(repo, env)
     listed = subprocess.run(["dvc", "stage", "list"], cwd=repo, env=env, capture_output=True, text=True, check=True)
     times: dict[str, float] = {}
     for line in listed.stdout.splitlines():

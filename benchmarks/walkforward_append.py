@@ -12,7 +12,6 @@ the folds whose windows hold the new bars (and the aggregate) should run, the re
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.pipeline_copy import _copy_files, source_commit
+from benchmarks.pipeline_copy import _copy_files, copy_env, init_copy, source_commit
 
 
 def _bars(until: str) -> pd.DataFrame:
@@ -60,16 +59,8 @@ def main() -> None:
     params["data"] |= {"source": "file", "path": "data/raw/bars.csv"}
     params["walkforward"]["folds"] = [int(k) for k in args.folds.split(",")]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "OMP_NUM_THREADS": "1",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PYTHONPATH": str(repo),
-    }
-    commit = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "init"]
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], commit):
-        subprocess.run(command, cwd=repo, env=env, capture_output=True, check=True)
+    env = copy_env(repo)
+    init_copy(repo, env)
     for label, until in (("before", args.cut), ("after appending", args.append)):
         bars = _bars(until)
         bars.to_csv(repo / "data" / "raw" / "bars.csv", index=False)

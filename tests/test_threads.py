@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -111,3 +112,12 @@ def test_an_sb3_stage_never_imports_dynamo() -> None:
         """
     )
     assert out == "_EagerDynamo"
+
+
+@pytest.mark.parametrize("section", ["cnn_lstm", "rl.common"])
+def test_an_old_per_stage_thread_key_says_where_it_moved(section: str) -> None:
+    raw: dict[str, object] = {"cnn_lstm": {"threads": 1}}
+    if section == "rl.common":
+        raw = {"rl": {"common": {"threads": 1}}}
+    with pytest.raises(ConfigError, match=rf"^{re.escape(section)}\.threads is now base\.threads .*'{section}'$"):
+        params_from_dict(raw)

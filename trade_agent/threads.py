@@ -21,7 +21,6 @@ nothing here compiles, and the import is a second of every stage process.
 
 from __future__ import annotations
 
-import importlib
 import importlib.abc
 import os
 import sys
@@ -111,7 +110,9 @@ def _load_real_dynamo() -> types.ModuleType:
         if _FINDER in sys.meta_path:
             sys.meta_path.remove(_FINDER)
         del torch._dynamo  # the shim, as the package attribute
-    return importlib.import_module(_DYNAMO)
+    import torch._dynamo  # the real one now
+
+    return sys.modules[_DYNAMO]
 
 
 def eager_torch() -> None:

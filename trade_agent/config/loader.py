@@ -77,6 +77,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+# Keys that moved, with where they went (an old params.yaml gets the fix, not a key list).
+MOVED_KEYS = {
+    "cnn_lstm.threads": "base.threads (one thread plan for every stage: auto, or a count)",
+    "rl.common.threads": "base.threads (one thread plan for every stage: auto, or a count)",
+}
+
+
 def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, section: str) -> T:
     """Build dataclass ``cls`` from ``mapping``, strictly.
 
@@ -90,6 +97,9 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | None, section: str) 
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(mapping) - fields)
     if unknown:
+        moved = MOVED_KEYS.get(f"{section}.{unknown[0]}")
+        if moved is not None:
+            raise ConfigError(f"{section}.{unknown[0]} is now {moved}; remove it from '{section}'")
         valid = ", ".join(f"{name}: {_type_name(hints[name])}" for name in sorted(fields))
         raise ConfigError(f"{section}.{unknown[0]} is not a valid key; valid keys of '{section}' are: {valid}")
     values = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in mapping.items()}
