@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import platform
 import re
 import shutil
 import tempfile
@@ -138,6 +139,13 @@ def write_parquet(path: str | Path, frame: pd.DataFrame) -> Path:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False, compression="zstd")
     return Path(path)
+
+
+def host_platform() -> str:
+    """The machine an artifact names: OS and architecture (``Linux-x86_64``), never the kernel build,
+    which differs between machines that produce identical results and would make DVC outputs
+    (and so ``dvc.lock``) machine-specific."""
+    return f"{platform.system()}-{platform.machine()}"
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:

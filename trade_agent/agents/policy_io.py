@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -31,7 +32,7 @@ from trade_agent.agents.factory import build_agent
 from trade_agent.config.loader import from_mapping
 from trade_agent.config.rl import RLConfig
 from trade_agent.errors import DataSourceError, IntegrityError
-from trade_agent.io import atomic_path, path_inside, read_json, sha256_file, write_json
+from trade_agent.io import atomic_path, host_platform, path_inside, read_json, sha256_file, write_json
 
 if TYPE_CHECKING:
     from trade_agent.registry import ModelRegistry
@@ -91,6 +92,12 @@ def save_policy(
     )
 
 
+def _machine_neutral_system_info(content: bytes) -> bytes:
+    """SB3's ``system_info.txt`` with the OS line as :func:`~trade_agent.io.host_platform` (the package
+    versions, which do shape results, are kept)."""
+    return re.sub(rb"^- OS: .*$", f"- OS: {host_platform()}".encode(), content, flags=re.MULTILINE)
+
+
 def save_sb3_zip(model: BaseAlgorithm, target: Path) -> Path:
     """``model.save`` made reproducible: the same weights give the same bytes.
 
@@ -111,6 +118,8 @@ def save_sb3_zip(model: BaseAlgorithm, target: Path) -> Path:
                     if isinstance(value, dict) and ":serialized:" in value:
                         data[key] = {k: value[k] for k in (":type:", ":serialized:") if k in value}
                 content = json.dumps(data, indent=4, sort_keys=True).encode()
+            elif info.filename == "system_info.txt":  # its "OS:" line carries the kernel build
+                content = _machine_neutral_system_info(content)
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type = info.compress_type
             out.writestr(fixed, content)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from trade_agent.cnn_lstm.trainer import CHECKPOINT_FILE, CNNLSTMTrainer, Parall
 from trade_agent.cnn_lstm.windows import WindowData
 from trade_agent.config import Params
 from trade_agent.errors import ConfigError, DataSourceError
-from trade_agent.io import read_json, run_key, sha256_file, write_json
+from trade_agent.io import host_platform, read_json, run_key, sha256_file, write_json
 from trade_agent.paths import FEATURES_FILE, SCHEMA_FILE
 from trade_agent.threads import planned_threads, use_threads
 
@@ -185,7 +184,7 @@ def train_cnn_lstm(
         },
         # No wall-clock values here: the model directory (a DVC output) is byte-identical
         # across runs with the same inputs. The duration goes to the registry entry.
-        "hardware": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "hardware": {"platform": host_platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
     }
     model_config = {
         "model_type": "cnn_lstm",

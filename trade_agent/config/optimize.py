@@ -69,8 +69,14 @@ def _default_agent(lr_low: float, lr_high: float) -> StageSearch:
 @dataclass(frozen=True)
 class OptimizeConfig:
     """Attributes:
-    storage: Optuna storage URL; empty = SQLite at ``models/optuna/studies.db`` (git-ignored,
-        outside DVC outputs, so a re-run continues the study).
+    storage: Optuna storage: empty = SQLite at ``models/optuna/studies.db`` (git-ignored,
+        outside DVC outputs, so a re-run continues the study), an RDB URL
+        (``postgresql://user@host/db``, ``sqlite:///path``) or ``journal:///path/to/file.log``
+        (Optuna's journal file storage, for sites whose only shared storage is NFS).
+    heartbeat_s / stale_after_s: a running trial records a heartbeat every ``heartbeat_s``;
+        one silent for ``stale_after_s`` (its worker was killed, or its machine lost) is
+        marked FAIL by the next worker that looks, and re-queued with the same params up to
+        ``retries`` times.
     n_startup_trials / n_warmup_steps: the median pruner waits for this many finished trials,
         and within a trial for this many reports, before pruning.
     cnn_lstm / ppo / sac / td3: each stage's search. Agent keys without a section
@@ -80,6 +86,9 @@ class OptimizeConfig:
     storage: str = ""
     n_startup_trials: int = 2
     n_warmup_steps: int = 1
+    heartbeat_s: int = 30
+    stale_after_s: int = 120
+    retries: int = 1
     cnn_lstm: StageSearch = field(default_factory=_default_cnn_lstm)
     ppo: StageSearch = field(default_factory=lambda: _default_agent(1e-4, 1e-3))
     sac: StageSearch = field(default_factory=lambda: _default_agent(1e-4, 1e-3))
@@ -88,6 +97,11 @@ class OptimizeConfig:
     def __post_init__(self) -> None:
         if self.n_startup_trials < 0 or self.n_warmup_steps < 0:
             raise ConfigError("optimize: n_startup_trials and n_warmup_steps must be >= 0")
+        if self.heartbeat_s < 1 or self.stale_after_s <= self.heartbeat_s or self.retries < 0:
+            raise ConfigError(
+                f"optimize: needs heartbeat_s >= 1, stale_after_s > heartbeat_s and retries >= 0 (got "
+                f"{self.heartbeat_s}, {self.stale_after_s}, {self.retries}); e.g. 30, 120, 1"
+            )
         for stage in ("cnn_lstm", "ppo", "sac", "td3"):
             self.search(stage).check(stage)
 
