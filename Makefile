@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
-# One BLAS/OpenMP thread per process: the stages pin torch to params (rl.common.threads,
-# cnn_lstm.threads); numpy follows this, and two test workers share the 2 cores.
+# One BLAS/OpenMP thread per process: the stages pin torch to base.threads (trade_agent/threads.py);
+# numpy follows this, and the test workers share the 2 cores.
 export OMP_NUM_THREADS ?= 1
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
@@ -20,7 +20,7 @@ install: $(STAMP) $(PLOTS_TEMPLATE)  ## create .venv if needed and install (no-o
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -c constraints.txt -e ".[dev,serve]"
+	$(PIP) -c constraints.txt -e ".[dev,serve,scale]"
 	@touch $@
 
 # `dvc plots show` offline: Vega, Vega-Lite, Vega-Embed from npm (pinned in plots/offline), inlined in the template.
@@ -39,7 +39,7 @@ test: install  ## run the test suite
 	pytest -n 3
 
 bench: install  ## benchmarks, as ratios against baselines measured in the same run
-	$(PIP) -c constraints.txt -e ".[dev,serve,bench]"
+	$(PIP) -c constraints.txt -e ".[dev,serve,scale,bench]"
 	python benchmarks/run.py
 	python benchmarks/threads.py   # the thread plan: 1 vs 2 threads per kind of work, idle and under load (~2 min)
 	dvc repro   # the whole pipeline, so the no-op benchmark times a no-op (restored when up to date)

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from trade_agent import paths
+from trade_agent.cli.sweep import collect
 from trade_agent.cli.tables import make_console
 
 exp_app = typer.Typer(no_args_is_help=True, help="DVC experiments run by this project (`dvc exp show` has the rest).")
@@ -56,3 +57,4 @@ def compare(
 
 
 exp_app.command("compare")(compare)
+exp_app.command("collect")(collect)

@@ -15,6 +15,7 @@ from trade_agent.cli.backtest import backtest
 from trade_agent.cli.data import data_app
 from trade_agent.cli.exp import exp_app
 from trade_agent.cli.models import models_app, release
+from trade_agent.cli.sweep import sweep
 from trade_agent.cli.train import train_app
 from trade_agent.errors import TrainingInterrupted
 from trade_agent.failures import exit_with, is_cli_control_flow
@@ -49,6 +50,7 @@ app.command("backtest")(backtest)
 app.command("predict")(predict)
 app.add_typer(paper_app, name="paper")
 app.command("serve")(serve)
+app.command("sweep")(sweep)
 
 
 def _version(value: bool) -> None:

@@ -98,8 +98,9 @@ def _print_experiment(root: Path, model_type: str, result: Any, as_json: bool) -
 def _finish(result: "TrainingResult", as_json: bool) -> None:
     if result.status != "completed":
         raise result.exception or TradeAgentError(result.error_message or "training failed")
-    if result.model_id is None:
-        console.print("this node's ranks finished; node 0 writes and registers the model")
+    if result.model_id is None:  # a multi-node run's other nodes
+        message = "this node's ranks finished; node 0 writes and registers the model"
+        typer.echo(json.dumps({"model_id": None, "message": message})) if as_json else console.print(message)
         return
     if as_json:
         typer.echo(

@@ -1,8 +1,9 @@
 """Run a stage's hyperparameter search: one or several worker processes on one study.
 
 ``--n-jobs K`` starts K - 1 extra processes (spawned: each has its own torch state, which
-threads would share) that open the same study; the storage hands out trial numbers, and
-every worker stops once the study holds ``n_trials`` finished trials.
+threads would share) that open the same study; each claims the study's waiting trials
+(:mod:`trade_agent.tuning.study`) until none is left. Processes on other machines running
+the same command with the same ``--storage`` join the same study the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from trade_agent.failures import report_error
 from trade_agent.io import canonical_json, sha256_file, sha256_text
 from trade_agent.log import setup_logging
 from trade_agent.tuning.objectives import agent_objective, cnn_lstm_objective
-from trade_agent.tuning.study import apply_trial_params, open_study, run_study, write_study
+from trade_agent.tuning.study import apply_trial_params, create_slots, open_study, run_study, write_study
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +83,11 @@ def _objective(spec: SearchSpec, params: Params) -> Any:
     )
 
 
-def work(spec: SearchSpec, worker: int = 0) -> None:
+def work(spec: SearchSpec) -> None:
     """One worker: open the study and run trials until it holds ``n_trials``."""
     params = params_from_dict(spec.params)
-    study = open_study(spec.study_name, spec.direction, params, spec.storage, worker)
-    run_study(study, _objective(spec, params), spec.n_trials, spec.timeout)
+    study = open_study(spec.study_name, spec.direction, params, spec.storage)
+    run_study(study, _objective(spec, params), params, spec.n_trials, spec.timeout)
 
 
 def _helper(spec: SearchSpec, worker: int) -> None:
@@ -95,7 +96,7 @@ def _helper(spec: SearchSpec, worker: int) -> None:
 
     setup_logging()
     try:
-        work(spec, worker)
+        work(spec)
     except Exception as exc:
         log.debug("search worker %d failed", worker, exc_info=True)
         sys.exit(report_error(exc))
@@ -108,14 +109,14 @@ def search(spec: SearchSpec, n_jobs: int = 1, out_dir: Path | None = None) -> tu
     Raises:
         TradeAgentError: a worker process failed, or no trial completed.
     """
-    # Create the study (and its tables) once, before any worker races to do it.
-    open_study(spec.study_name, spec.direction, params_from_dict(spec.params), spec.storage)
+    # The study and its n_trials slots, before this machine's workers start claiming them.
+    create_slots(spec.study_name, spec.direction, params_from_dict(spec.params), spec.storage, spec.n_trials)
     context = multiprocessing.get_context("spawn")
     helpers = [context.Process(target=_helper, args=(spec, k), daemon=True) for k in range(1, n_jobs)]
     for process in helpers:
         process.start()
     try:
-        work(spec, 0)
+        work(spec)
     finally:
         for process in helpers:
             process.join()
