@@ -36,6 +36,8 @@ run: install  ## run the default pipeline on the embedded real dataset
 test: install  ## run the test suite
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "could not install chromium: tests/test_offline_plots.py will skip"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) \
+		|| echo "could not install postgresql: the PostgreSQL tests of tests/test_scale_out.py will skip"
 	pytest -n 3
 
 bench: install  ## benchmarks, as ratios against baselines measured in the same run

@@ -237,6 +237,17 @@ def test_multi_node_options_reach_the_launchers(tmp_path: Path) -> None:
     assert command[-2:] == ["trade_agent.cnn_lstm.distributed.worker", str(tmp_path / "spec.json")]
     assert np.all([not arg.startswith("--num_gpus") for arg in command])  # the hostfile lists the slots
     assert world_size(params_from_dict(raw), cuda=False) == 4
+    assert "--no_ssh" not in command  # node 0's launcher starts every host over pdsh/ssh
+    # --no-ssh: each machine runs its own command with its node rank; the hostfile gives the world.
+    raw = distributed_params(backend="deepspeed", hostfile=str(hosts), no_ssh=True, nnodes=2, node_rank=1)
+    command = launch_command(params_from_dict(raw), tmp_path / "spec.json", 29600)
+    assert {f"--hostfile={hosts}", "--no_ssh", "--node_rank=1", "--master_port=29600"} <= set(command)
+    assert world_size(params_from_dict(raw), cuda=False) == 4
+    check_distributed(params_from_dict(raw), train_windows=300, cuda=False)
+    with pytest.raises(ConfigError, match=r"lists 2 machine\(s\) and nnodes is 3; pass --nnodes"):
+        check_distributed(params_from_dict({**raw, "distributed": {**raw["distributed"], "nnodes": 3}}), 300, False)
+    with pytest.raises(ConfigError, match=r"distributed\.no_ssh is DeepSpeed's launch without ssh: it needs a host"):
+        params_from_dict(distributed_params(no_ssh=True))
     hosts.write_text("node1 slots=2\nnode2\n")
     with pytest.raises(InputError, match=r"hostfile: line 2: expected 'host slots=N', got 'node2'"):
         world_size(params_from_dict(raw), cuda=False)

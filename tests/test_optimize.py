@@ -102,3 +102,22 @@ def test_cli_optimize_trains_and_registers_the_best(tmp_path: Path) -> None:
     )
     assert agent.exit_code == 0, agent.output
     assert json.loads(Path("models/runs/ppo/optuna/best_params.json").read_text())["direction"] == "maximize"
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        # Nothing listens on port 1: the server is down (or the URL is wrong).
+        ("postgresql://trade@127.0.0.1:1/optuna", "error: optimize storage 'postgresql://trade@127.0.0.1:1/optuna' "),
+        ("journal:///no/such/folder/optuna.log", "the folder /no/such/folder does not exist; use journal:///"),
+        ("mysql://user@127.0.0.1/db", "the database driver"),
+    ],
+)
+def test_an_unusable_storage_is_one_line_naming_the_url(storage: str, message: str, tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(search_params()))
+    result = CliRunner().invoke(
+        app, ["train", "cnn-lstm-enhanced", "synthetic", "--optimize", "--n-trials", "2", "--storage", storage]
+    )
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert message in last and "Traceback" not in result.output

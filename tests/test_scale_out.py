@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -160,17 +160,17 @@ def test_journal_file_storage_runs_n_trials_and_retries_a_killed_worker(tmp_path
 EXACT_CNN_LSTM = {"dropout": 0.0, "norm": "layer", "epochs": 3, "batch_size": 32, "patience": 10}
 
 
-def node_params() -> dict:
+def node_params(backend: str) -> dict:
     raw = tiny_params_dict(cnn_lstm=EXACT_CNN_LSTM)
-    raw["distributed"].update({"backend": "torchrun", "retries": 1, "retry_backoff_s": 0.2, "timeout_s": 30.0})
+    raw["distributed"].update({"backend": backend, "retries": 1, "retry_backoff_s": 0.2, "timeout_s": 30.0})
     return raw
 
 
-def start_node(workdir: Path, *args: str, faults: str = "") -> subprocess.Popen[str]:
+def start_node(workdir: Path, *args: str, backend: str = "torchrun", faults: str = "") -> subprocess.Popen[str]:
     """One machine's ``trade-agent train cnn-lstm-enhanced synthetic --distributed`` (its own folder,
     so its own data preparation, features and registry)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(node_params(), sort_keys=False))
+    (workdir / "params.yaml").write_text(yaml.safe_dump(node_params(backend), sort_keys=False))
     command = ["train", "cnn-lstm-enhanced", "synthetic", "--distributed", "--no-dvc", "--json", *args]
     return subprocess.Popen(
         [sys.executable, "-m", "trade_agent.cli", *command],
@@ -188,27 +188,44 @@ def node_result(process: subprocess.Popen[str]) -> tuple[dict, str]:
     return json.loads(out[out.index("{") :]), err
 
 
-def two_nodes(root: Path, faults_node1: str = "") -> tuple[dict, str, dict, str]:
+def two_nodes(root: Path, backend: str = "torchrun", faults_node1: str = "") -> tuple[dict, str, dict, str]:
     """Node 0 and node 1 on this machine. Their models/temp is one folder (node 1's is a link to
-    node 0's), as the shared mount docs/distributed.md asks for: the sharded checkpoints."""
+    node 0's), as the shared mount docs/distributed.md asks for: the sharded checkpoints.
+    DeepSpeed: both read one hostfile and launch their own processes (``--no-ssh``)."""
     (root / "node0" / "models" / "temp").mkdir(parents=True)
     (root / "node1" / "models").mkdir(parents=True)
     (root / "node1" / "models" / "temp").symlink_to(root / "node0" / "models" / "temp")
     rendezvous = ["--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(servers.free_port())]
+    if backend == "deepspeed":
+        hostfile = root / "hostfile"
+        hostfile.write_text("node0 slots=1\nnode1 slots=1\n")
+        rendezvous += ["--hostfile", str(hostfile), "--no-ssh"]
+    else:
+        rendezvous += ["--nproc", "1"]
     nodes = [
-        start_node(root / f"node{rank}", *rendezvous, "--node-rank", str(rank), "--nproc", "1", faults=faults)
+        start_node(root / f"node{rank}", *rendezvous, "--node-rank", str(rank), backend=backend, faults=faults)
         for rank, faults in ((0, ""), (1, faults_node1))
     ]
     (out0, err0), (out1, err1) = (node_result(n) for n in nodes)
     return out0, err0, out1, err1
 
 
+Reference = tuple[dict, dict]
+
+
 @pytest.fixture(scope="module")
-def single_node_two_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
-    """The reference: the same training as 2 processes on one node."""
-    root = tmp_path_factory.mktemp("single-node")
-    out, _ = node_result(start_node(root, "--nproc", "2"))
-    return out, model_weights(root, out["model_id"])
+def single_node_two_processes(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Reference]:
+    """The reference of a backend: the same training as 2 processes on one node (made once)."""
+    made: dict[str, Reference] = {}
+
+    def reference(backend: str) -> Reference:
+        if backend not in made:
+            root = tmp_path_factory.mktemp(f"single-node-{backend}")
+            out, _ = node_result(start_node(root, "--nproc", "2", backend=backend))
+            made[backend] = (out, model_weights(root, out["model_id"]))
+        return made[backend]
+
+    return reference
 
 
 def model_weights(root: Path, model_id: str) -> dict:
@@ -220,7 +237,7 @@ def model_weights(root: Path, model_id: str) -> dict:
     return model.state_dict()
 
 
-def assert_same_training(out: dict, weights: dict, reference: tuple[dict, dict]) -> None:
+def assert_same_training(out: dict, weights: dict, reference: Reference) -> None:
     import torch
 
     ref_out, ref_weights = reference
@@ -230,24 +247,27 @@ def assert_same_training(out: dict, weights: dict, reference: tuple[dict, dict])
         assert torch.equal(weights[name], tensor), name
 
 
+@pytest.mark.parametrize("backend", ["torchrun", "deepspeed"])
 def test_two_nodes_on_localhost_train_what_one_node_with_two_processes_trains(
-    single_node_two_processes: tuple[dict, dict], tmp_path: Path
+    backend: str, single_node_two_processes: Callable[[str], Reference], tmp_path: Path
 ) -> None:
-    out0, _, out1, err1 = two_nodes(tmp_path)
+    out0, _, out1, err1 = two_nodes(tmp_path, backend)
     assert out1 == {"model_id": None, "message": "this node's ranks finished; node 0 writes and registers the model"}
     assert "node 0 registers the model" in err1
     assert not (tmp_path / "node1" / "models" / "registry.json").exists()
-    assert_same_training(out0, model_weights(tmp_path / "node0", out0["model_id"]), single_node_two_processes)
+    reference = single_node_two_processes(backend)
+    assert_same_training(out0, model_weights(tmp_path / "node0", out0["model_id"]), reference)
 
 
 def test_a_killed_node1_process_relaunches_both_nodes_from_the_checkpoint(
-    single_node_two_processes: tuple[dict, dict], tmp_path: Path
+    single_node_two_processes: Callable[[str], Reference], tmp_path: Path
 ) -> None:
     out0, err0, _, err1 = two_nodes(tmp_path, faults_node1="kill_after_epoch=1")
     for err in (err0, err1):  # each node's launcher saw the failure and relaunched its side
         assert "attempt 2/2 in 0.2 s" in err, err[-2000:]
     assert "resuming from" in err0 and "after epoch 1" in err0
-    assert_same_training(out0, model_weights(tmp_path / "node0", out0["model_id"]), single_node_two_processes)
+    reference = single_node_two_processes("torchrun")
+    assert_same_training(out0, model_weights(tmp_path / "node0", out0["model_id"]), reference)
 
 
 # -- a sweep across two clones ------------------------------------------------------------

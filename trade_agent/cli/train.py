@@ -171,6 +171,10 @@ def cnn_lstm_enhanced(
         Path | None, typer.Option(help="Your DeepSpeed JSON; its keys override the generated config.")
     ] = None,
     hostfile: Annotated[Path | None, typer.Option(help="DeepSpeed hostfile for several machines.")] = None,
+    no_ssh: Annotated[
+        bool | None,
+        typer.Option("--no-ssh", help="With --hostfile: run on each machine with its --node-rank (no ssh/pdsh)."),
+    ] = None,
     master_addr: Annotated[str | None, typer.Option(help="Rendezvous host of a multi-node run.")] = None,
     master_port: Annotated[int | None, typer.Option(help="Rendezvous port of a multi-node run.")] = None,
     nnodes: Annotated[int | None, typer.Option(min=1, help="Machines in a multi-node run.")] = None,
@@ -212,6 +216,7 @@ def cnn_lstm_enhanced(
         "offload": offload,
         "deepspeed_config": str(deepspeed_config) if deepspeed_config else None,
         "hostfile": str(hostfile) if hostfile else None,
+        "no_ssh": no_ssh,
         "master_addr": master_addr,
         "master_port": master_port,
         "nnodes": nnodes,

@@ -30,6 +30,9 @@ class DistributedConfig:
         nnodes / node_rank / master_addr / master_port: multi-node rendezvous (torchrun and
             DeepSpeed without a hostfile).
         hostfile: DeepSpeed hostfile (``host slots=N`` lines); the launcher starts every node.
+        no_ssh: with a hostfile, every machine runs the command itself with its ``node_rank``
+            and DeepSpeed's launcher starts only that machine's processes (its ``--no_ssh``:
+            no ssh or pdsh between the machines; the hostfile still gives the world).
         retries: relaunches after a failed attempt; each resumes from the last complete
             checkpoint. Configuration and data errors are not retried.
         retry_backoff_s: wait before relaunch k is ``retry_backoff_s * 2**(k-1)`` seconds.
@@ -52,6 +55,7 @@ class DistributedConfig:
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     hostfile: str | None = None
+    no_ssh: bool = False
     retries: int = 2
     retry_backoff_s: float = 2.0
     timeout_s: float = 600.0
@@ -69,6 +73,8 @@ class DistributedConfig:
             raise ConfigError(
                 f"distributed.micro_batch_per_device: must be >= 1 or auto, got {self.micro_batch_per_device}"
             )
+        if self.no_ssh and (not self.hostfile or self.backend != "deepspeed"):
+            raise ConfigError("distributed.no_ssh is DeepSpeed's launch without ssh: it needs a hostfile (--hostfile)")
         if self.node_rank >= self.nnodes:
             raise ConfigError(f"distributed.node_rank: {self.node_rank} must be below nnodes {self.nnodes}")
         if not 0 < self.master_port < 65536:

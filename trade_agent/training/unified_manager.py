@@ -94,6 +94,7 @@ EXTRA_KEYS |= {
         "master_addr",
         "master_port",
         "hostfile",
+        "no_ssh",
         "retries",
         "retry_backoff_s",
     )

@@ -102,7 +102,14 @@ def launch_command(params: Params, spec_path: Path, master_port: int, cuda: bool
             str(spec_path),
         ]
     command = [sys.executable, "-m", "deepspeed.launcher.runner", f"--master_port={master_port}"]
-    if d.hostfile:  # the launcher starts every host listed (over pdsh/ssh)
+    if d.hostfile and d.no_ssh:  # this machine's processes only; every machine runs its own command
+        command += [
+            f"--hostfile={d.hostfile}",
+            "--no_ssh",
+            f"--node_rank={d.node_rank}",
+            f"--master_addr={d.master_addr}",
+        ]
+    elif d.hostfile:  # the launcher starts every host listed (over pdsh/ssh)
         command += [f"--hostfile={d.hostfile}", f"--master_addr={d.master_addr}"]
     else:
         command += [f"--num_gpus={nproc}", f"--num_nodes={d.nnodes}", f"--node_rank={d.node_rank}"]

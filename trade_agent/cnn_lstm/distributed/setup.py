@@ -102,7 +102,16 @@ def hostfile_slots(path: str) -> int:
     Raises:
         InputError: a line without a positive slot count.
     """
-    total = 0
+    return sum(hostfile_machines(path))
+
+
+def hostfile_machines(path: str) -> list[int]:
+    """The slot count of each machine of a DeepSpeed hostfile, in order.
+
+    Raises:
+        InputError: a line without a positive slot count, or no machine at all.
+    """
+    machines: list[int] = []
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -110,10 +119,10 @@ def hostfile_slots(path: str) -> int:
         fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
         if not fields.get("slots", "").isdigit() or int(fields["slots"]) < 1:
             raise InputError(f"{path}: line {number}: expected 'host slots=N', got '{line}'")
-        total += int(fields["slots"])
-    if not total:
+        machines.append(int(fields["slots"]))
+    if not machines:
         raise InputError(f"{path}: no 'host slots=N' lines; list one machine per line")
-    return total
+    return machines
 
 
 def world_size(params: Params, cuda: bool) -> int:
@@ -150,6 +159,11 @@ def check_settings(params: Params, cuda: bool) -> None:
         )
     if d.hostfile and not Path(d.hostfile).is_file():
         raise InputError(f"{d.hostfile}: hostfile not found; fix distributed.hostfile / --hostfile")
+    if d.no_ssh and d.hostfile and len(hostfile_machines(d.hostfile)) != d.nnodes:
+        raise ConfigError(
+            f"distributed.no_ssh: {d.hostfile} lists {len(hostfile_machines(d.hostfile))} machine(s) and nnodes is "
+            f"{d.nnodes}; pass --nnodes with the hostfile's machine count and each machine's --node-rank"
+        )
     if d.hostfile and d.backend != "deepspeed":
         raise ConfigError("distributed.hostfile is DeepSpeed's; with torchrun pass --nnodes/--node-rank/--master-addr")
     if d.backend == "deepspeed" and d.nnodes > 1 and not d.hostfile:
