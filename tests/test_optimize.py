@@ -121,3 +121,24 @@ def test_an_unusable_storage_is_one_line_naming_the_url(storage: str, message: s
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]
     assert message in last and "Traceback" not in result.output
+
+
+def test_a_trial_failed_as_stale_while_it_ran_is_left_to_its_retry(tmp_path: Path) -> None:
+    """A live worker starved of CPU past stale_after_s: another worker marks its trial FAIL (and
+    re-queues it). This worker then drops its result instead of crashing on the finished trial."""
+    from trade_agent.tuning.study import create_slots, open_study, run_study
+
+    params = params_from_dict(search_params())
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    create_slots("stale", "minimize", params, storage, 3)
+    study = open_study("stale", "minimize", params, storage)
+
+    def objective(trial: optuna.Trial) -> float:
+        if trial.number == 0:  # what another worker's fail_stale_trials does meanwhile
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            trial.report(1.0, 1)  # refused by the storage: the trial is finished
+        return float(trial.number)
+
+    run_study(study, objective, params, 3)
+    states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+    assert states == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE"}

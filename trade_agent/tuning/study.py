@@ -310,16 +310,38 @@ class _Heartbeat:
 def _run_trial(study: optuna.Study, trial_id: int, objective: Callable[[optuna.Trial], float], params: Params) -> None:
     study.sampler = trial_sampler(params, study._storage.get_trial(trial_id).number)
     trial = optuna.Trial(study, trial_id)
+    state, value = TrialState.COMPLETE, None
     try:
         with _Heartbeat(study._storage, trial_id):
             value = objective(trial)
     except optuna.TrialPruned:
-        study.tell(trial, state=TrialState.PRUNED)
-    except BaseException:
+        state = TrialState.PRUNED
+    except Exception:
+        if _taken_over(study, trial_id):
+            return  # e.g. its pruner report was refused: the trial is no longer this worker's
         study.tell(trial, state=TrialState.FAIL)
         raise
-    else:
-        study.tell(trial, value)
+    except BaseException:  # Ctrl-C, SystemExit: the trial fails with the worker
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    if _taken_over(study, trial_id):
+        return
+    study.tell(trial, value, state=state if state == TrialState.PRUNED else None, skip_if_finished=True)
+
+
+def _taken_over(study: optuna.Study, trial_id: int) -> bool:
+    """Whether another worker failed this (live but silent: starved of CPU past ``stale_after_s``)
+    trial as stale; its retry runs the same params, so this worker drops its result."""
+    frozen = study._storage.get_trial(trial_id)
+    if frozen.state.is_finished():
+        log.warning(
+            "trial %d was marked %s by another worker while this one ran it (no heartbeat for "
+            "optimize.stale_after_s); its retry carries on, this result is dropped",
+            frozen.number,
+            frozen.state.name,
+        )
+        return True
+    return False
 
 
 def run_study(
