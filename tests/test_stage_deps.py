@@ -66,6 +66,22 @@ def test_a_fingerprint_names_every_file_its_script_runs_with_its_hash(tmp_path: 
     assert stage_deps.write_fingerprints(tmp_path) == ["build/code/b.json"]  # only the script that runs it
 
 
+def test_data_files_a_module_reads_are_in_the_fingerprint_of_every_stage_running_it() -> None:
+    """The sentiment lexicon is read through importlib.resources, not imported: an edit to it
+    must still re-run `features` (and whatever else runs sentiment.py)."""
+    import tomllib
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    globs = {f"trade_agent/{g}" for g in package_data["trade_agent"] if g != "py.typed"}
+    assert globs == set(stage_deps.MODULE_DATA.values())  # every shipped data file is claimed by its reader
+    lexicon = sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("trade_agent/features/lexicon/*.txt"))
+    assert lexicon
+    features = stage_deps.script_code(ROOT, "stages/features.py")
+    assert "trade_agent/features/sentiment.py" in features and set(lexicon) <= set(features)
+    assert not set(lexicon) & set(stage_deps.script_code(ROOT, "stages/rl.py"))  # rl never runs the lexicon
+    assert set(lexicon) <= set(stage_deps.code_stage_deps(ROOT))
+
+
 def test_output_neutral_modules_only_word_errors_and_logs() -> None:
     """They may import the standard library, rich/yaml for printing, and each other; nothing that computes."""
     allowed_third_party = {"rich", "yaml"}

@@ -87,4 +87,5 @@ def collect(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    console.print(_table(f"study {study}: {len(rows)} model(s), best first", rows, "value"))
+    models = len({row["model_id"] for row in rows})
+    console.print(_table(f"study {study}: {len(rows)} trial(s), {models} model(s), best first", rows, "value"))

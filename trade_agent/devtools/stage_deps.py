@@ -52,6 +52,14 @@ OUTPUT_NEUTRAL: tuple[str, ...] = (
 )
 
 
+# Data files a module reads at run time (importlib.resources): part of what a stage running it
+# computes, so in its fingerprint. Every package-data glob of pyproject.toml but py.typed is
+# claimed here (tests/test_stage_deps.py).
+MODULE_DATA: dict[str, str] = {
+    "trade_agent/features/sentiment.py": "trade_agent/features/lexicon/*.txt",
+}
+
+
 def module_file(root: Path, module: str) -> Path | None:
     """The file of ``module`` (``a.b`` -> ``a/b.py`` or ``a/b/__init__.py``), if it is ours."""
     if module != PACKAGE and not module.startswith(PACKAGE + "."):
@@ -100,7 +108,8 @@ def with_parents(module: str) -> list[str]:
 
 
 def code_deps(root: Path, script: Path) -> list[str]:
-    """``trade_agent`` files ``script`` runs (relative to ``root``), output-neutral ones left out."""
+    """``trade_agent`` files ``script`` runs (relative to ``root``), output-neutral ones left out,
+    with the data files those modules read (:data:`MODULE_DATA`)."""
     seen: set[Path] = set()
     pending = [root / script]
     while pending:
@@ -114,7 +123,9 @@ def code_deps(root: Path, script: Path) -> list[str]:
                     continue
                 seen.add(target)
                 pending.append(target)
-    return sorted(p.relative_to(root).as_posix() for p in seen)
+    files = {p.relative_to(root).as_posix() for p in seen}
+    data = {d.relative_to(root).as_posix() for f in files if f in MODULE_DATA for d in root.glob(MODULE_DATA[f])}
+    return sorted(files | data)
 
 
 @dataclass(frozen=True)

@@ -180,8 +180,8 @@ def collect(
     availability = registry.availabilities([m.model_id for m in collected])
     if verify:
         with tempfile.TemporaryDirectory(prefix="collect-verify-") as tmp:
-            for model in collected:
-                registry.restore(model.model_id, Path(tmp) / model.model_id)  # pulls, checks every sha256
+            for model_id in sorted({m.model_id for m in collected}):  # two trials may train one model
+                registry.restore(model_id, Path(tmp) / model_id)  # pulls, checks every sha256
     sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
     collected.sort(key=lambda m: (sign * m.value, m.trial))
     return [SweptModel(m.trial, m.value, m.model_id, "here" if verify else availability[m.model_id]) for m in collected]
