@@ -282,6 +282,9 @@ def sweep_origin(root: Path) -> tuple[Path, Path]:
     raw = search_params()
     raw["optimize"]["cnn_lstm"]["space"]["cnn_lstm.dropout"] = {"type": "float", "low": 0.0, "high": 0.3}
     (origin / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    # A stage of the project's own, so a clone has a run-cache entry to share.
+    stage = {"cmd": "echo prepared > prepared.txt", "deps": ["params.yaml"], "outs": ["prepared.txt"]}
+    (origin / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"prepare": stage}}))
     for command in (
         ["git", "init", "-q"],
         ["dvc", "init", "-q"],
@@ -319,12 +322,20 @@ def test_a_sweep_across_two_clones_lists_every_model_once_restorable_in_either(
     for name in ("clone_a", "clone_b"):  # each pulls the same commit, as on its own machine
         subprocess.run(["git", "clone", "-q", str(origin), str(tmp_path / name)], check=True)
         clones.append(tmp_path / name)
+    built = subprocess.run(["dvc", "repro"], cwd=clones[0], capture_output=True, text=True, check=False)
+    assert built.returncode == 0 and "Running stage 'prepare'" in built.stdout, built.stdout + built.stderr
     sweep = ["sweep", "cnn_lstm", "synthetic", "--storage", postgres_url, "--study", "two-clones", "--n-trials", "4"]
     workers = [cli(clone, *sweep, "--json") for clone in clones]
     ran = [json_of(w) for w in workers]
     trials = sorted(row["trial"] for rows in ran for row in rows)
     assert trials == [0, 1, 2, 3]  # every point once, none twice
     assert any(remote.rglob("*")), "the models' files reached the shared remote"
+    assert (remote / "runs").is_dir()
+    # Clone A's run-cache went with them: clone B restores A's stage run instead of running it.
+    restored = subprocess.run(["dvc", "repro", "--pull"], cwd=clones[1], capture_output=True, text=True, check=False)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "Stage 'prepare' is cached - skipping run" in restored.stdout and "Running stage" not in restored.stdout
+    assert (clones[1] / "prepared.txt").read_text() == "prepared\n"
 
     collect = ["exp", "collect", "--storage", postgres_url, "--study", "two-clones", "--json"]
     first = json_of(cli(clones[0], *collect))

@@ -25,6 +25,14 @@ from trade_agent.registry.store import RegistryCorruptError, check_entry, dvc_ca
 log = logging.getLogger(__name__)
 
 
+def repository_root(path: Path) -> Path | None:
+    """The DVC repository holding ``path`` (which need not exist yet): the nearest folder with ``.dvc``."""
+    for candidate in (path.resolve(), *path.resolve().parents):
+        if (candidate / ".dvc").is_dir():
+            return candidate
+    return None
+
+
 def lineage_entries(registry: ModelRegistry, model_id: str) -> list[dict[str, Any]]:
     """The model's index entry and its dependencies', transitively (dependencies first)."""
     entries = {e["model_id"]: e for e in registry._entries()}
@@ -63,8 +71,10 @@ def push_to_dvc_remote(path: Path, objects: dict[str, Path]) -> int:
             cached.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(cached) as tmp:
                 shutil.copyfile(source, tmp)
+    root = repository_root(path)
+    assert root is not None  # it has a DVC cache
     try:
-        with Repo(str(path.resolve()), uninitialized=False) as repo:
+        with Repo(str(root), uninitialized=False) as repo:
             result = repo.cloud.push([HashInfo("md5", md5) for md5 in objects])
     except (NoRemoteError, NotDvcRepoError) as exc:
         raise TradeAgentError(f"no DVC remote to push to ({exc}); add one: dvc remote add -d shared <url>") from None
@@ -127,8 +137,11 @@ def push_run_cache(path: Path) -> int:
     from dvc.exceptions import DvcException, NotDvcRepoError
     from dvc.repo import Repo
 
+    root = repository_root(path)
+    if root is None:
+        raise TradeAgentError(f"{path} is not inside a DVC repository; run from the project's clone")
     try:
-        with Repo(str(path.resolve()), uninitialized=False) as repo:
+        with Repo(str(root), uninitialized=False) as repo:
             return int(repo.push(run_cache=True))
     except (NoRemoteError, NotDvcRepoError) as exc:
         raise TradeAgentError(
