@@ -259,6 +259,31 @@ def test_exports_of_two_clones_merge_by_content(tmp_path: Path, monkeypatch: pyt
     assert len(notes) == 1 and "_v1.0.2_" in notes[0]  # one of the two moved to the next free patch
 
 
+def test_entries_from_another_clone_map_by_content_even_when_their_ids_collide(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clones' different first models are both cnn_lstm_v1.0.0_grade_A_acc_0.95; the older
+    keeps v1.0.0 in both, so the importing clone's own model is renumbered. What the import
+    returns must follow content, not the incoming id (what `exp collect` lists)."""
+    from trade_agent.registry.sharing import import_entries, lineage_entries
+
+    monkeypatch.chdir(tmp_path)
+    older, here = ModelRegistry(tmp_path / "older"), ModelRegistry(tmp_path / "here")
+    theirs = register(older, tmp_path / "a", b"theirs")
+    mine = register(here, tmp_path / "b", b"mine")
+    assert theirs == mine  # the same id string, different models
+    ids = import_entries(here, lineage_entries(older, theirs), "clone older")
+    their_checksum = older.get_model(theirs).checksum
+    assert ids == {("cnn_lstm", their_checksum): theirs}  # the older model keeps v1.0.0
+    by_checksum = {m.checksum: m.model_id for m in here.list_models()}
+    assert by_checksum[their_checksum] == theirs and len(by_checksum) == 2
+    assert "_v1.0.1_" in next(i for c, i in by_checksum.items() if c != their_checksum)  # mine moved
+    assert import_entries(here, lineage_entries(older, theirs), "clone older") == ids  # again: nothing new
+    bad = {**lineage_entries(older, theirs)[0], "model_id": "../escape"}
+    with pytest.raises(RegistryCorruptError, match=r"clone older\[0\]: entry '../escape': model_id"):
+        import_entries(here, [bad], "clone older")
+
+
 def test_corrupt_registry_is_reported_not_overwritten(registry: ModelRegistry, tmp_path: Path) -> None:
     register(registry, tmp_path, b"w")
     registry.store.index_path.write_text("{broken")

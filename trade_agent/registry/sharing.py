@@ -103,10 +103,11 @@ def push_model(registry: ModelRegistry, model_id: str) -> int:
     return push_to_dvc_remote(registry.root if registry.root.exists() else registry.root.parent, objects)
 
 
-def import_entries(registry: ModelRegistry, entries: list[Any], where: str) -> dict[str, str]:
+def import_entries(registry: ModelRegistry, entries: list[Any], where: str) -> dict[tuple[str, str], str]:
     """Merge entries read from elsewhere into ``registry`` by content hash, as
     :meth:`ModelRegistry.import_export` does (a version taken here is renumbered); returns
-    incoming id -> id here.
+    (model type, checksum) -> id here for each entry this registry now holds. (Not keyed by
+    the incoming id: two clones' different first models can both be ``..._v1.0.0_..._acc_0.45``.)
 
     Raises:
         RegistryCorruptError: an entry fails the checks (one line naming ``where``, the entry and the key).
@@ -122,8 +123,8 @@ def import_entries(registry: ModelRegistry, entries: list[Any], where: str) -> d
         by_content = {(e["model_type"], e["checksum"]): e["model_id"] for e in index["entries"].values()}
         if registry.export_enabled:
             registry._export(index)
-    merged = {e["model_id"]: by_content.get((e["model_type"], e["checksum"])) for e in checked}
-    return {incoming: here for incoming, here in merged.items() if here}  # deleted here: not brought back
+    keys = {(e["model_type"], e["checksum"]) for e in checked}
+    return {key: by_content[key] for key in keys if key in by_content}  # deleted here: not brought back
 
 
 def push_run_cache(path: Path) -> int:

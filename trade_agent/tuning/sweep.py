@@ -158,21 +158,28 @@ def collect(
     """
     from trade_agent.registry import ModelRegistry
     from trade_agent.registry.sharing import import_entries
+    from trade_agent.registry.store import check_entry
 
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage, params.optimize))
     except KeyError:
         raise InputError(f"exp collect: no study '{study_name}' in {storage}; check --study") from None
     registry = ModelRegistry(registry_root)
-    collected: list[SweptModel] = []
+    published: list[tuple[optuna.trial.FrozenTrial, list[dict[str, Any]]]] = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         entries = trial.user_attrs.get(MODELS_ATTR)
         if entries is None:
             continue  # an --optimize trial (budget run, no model) sharing the study
+        where = f"study {study_name} trial {trial.number} {MODELS_ATTR}"
         if not isinstance(entries, list) or not entries:
-            raise InputError(f"study {study_name}: trial {trial.number}: {MODELS_ATTR} is not a list of entries")
-        ids = import_entries(registry, entries, f"study {study_name} trial {trial.number} {MODELS_ATTR}")
-        own = entries[-1].get("model_id") if isinstance(entries[-1], dict) else None
+            raise InputError(f"{where} is not a list of registry entries")
+        published.append((trial, [check_entry(entry, f"{where}[{i}]") for i, entry in enumerate(entries)]))
+    # One merge for all trials: importing trial by trial could renumber a model an earlier
+    # trial's import had already been mapped to (the older of two same-version models keeps it).
+    ids = import_entries(registry, [e for _, entries in published for e in entries], f"study {study_name}")
+    collected: list[SweptModel] = []
+    for trial, entries in published:
+        own = (entries[-1]["model_type"], entries[-1]["checksum"])
         if own not in ids:
             continue  # deleted here: not brought back
         assert trial.value is not None
